@@ -91,6 +91,9 @@ def why_unavailable(backend: str, device: torch.device, op: str | None = None) -
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
+# NB: evaluated once while torch.compile traces (the answer only depends on the arguments
+# and on this process's build), so ops stay traceable with fullgraph=True.
+@torch.compiler.assume_constant_result
 def resolve(backend: str, device: torch.device, op: str, implemented: tuple[str, ...]) -> str:
     """The concrete backend to run ``op`` with.
 

@@ -60,3 +60,11 @@ def add_coords_triton(x: torch.Tensor) -> torch.Tensor:
         grid = (triton.cdiv(numel, BLOCK),)
         wrap_triton(_add_coords_kernel)[grid](x, out, numel, C, H, W, max(H - 1, 1), max(W - 1, 1), BLOCK=BLOCK)
     return out
+
+
+@add_coords_triton.register_fake
+def _add_coords_triton_fake(x: torch.Tensor) -> torch.Tensor:
+    # NB: explicit, although triton_op could trace the launcher: under TRITON_INTERPRET=1
+    # that trace runs the interpreter on fake tensors, which fails.
+    B, C, H, W = x.shape
+    return x.new_empty((B, C + 2, H, W))
