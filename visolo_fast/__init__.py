@@ -1,0 +1,23 @@
+"""visolo_fast: a fast, faithful runtime for VISOLO online video instance segmentation."""
+
+from visolo_fast.backends import BACKENDS, BackendUnavailable, available_backends
+from visolo_fast.checkpoint import CheckpointError, load_model, save_model
+from visolo_fast.config import VisoloConfig
+from visolo_fast.model import FrameOutput, MemoryEntry, VisoloNet
+from visolo_fast.preprocess import preprocess
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "CheckpointError",
+    "FrameOutput",
+    "MemoryEntry",
+    "VisoloConfig",
+    "VisoloNet",
+    "available_backends",
+    "load_model",
+    "preprocess",
+    "save_model",
+]

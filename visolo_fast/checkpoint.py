@@ -1,0 +1,156 @@
+"""Official detectron2 checkpoints and our own format, to and from :class:`VisoloNet`.
+
+An official checkpoint is ``torch.save``'d ``{"model": state_dict, "optimizer": ...,
+"scheduler": ..., "iteration": ...}`` whose state dict has the network under ``model.``
+(our module names are the official ones, so that prefix is the whole mapping) and the
+tracking branch a second time under ``tracking_module.`` (the official wrapper holds it
+twice); those duplicates must equal their ``model.Tracking_branch.`` twins and are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+
+from visolo_fast.config import VisoloConfig
+from visolo_fast.model.visolo import VisoloNet
+
+FORMAT = "visolo_fast"
+FORMAT_VERSION = 1
+_OFFICIAL_PREFIX = "model."
+_DUPLICATE_PREFIX = "tracking_module."
+_DUPLICATED = "Tracking_branch."
+_CLASS_KEY = "Category_branch_post.pred.weight"
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as a VISOLO checkpoint; the message names the file and the keys."""
+
+
+def _listing(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _read(path: str, trusted: bool) -> object:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        # NB: weights_only refuses arbitrary pickled objects, so loading a file cannot run its code.
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        hint = "" if trusted else " (if the file holds other Python objects and you trust it, pass trusted=True)"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}{hint}") from None
+
+
+def _official_state_dict(path: str, raw: Mapping) -> dict[str, torch.Tensor]:
+    """The network's state dict from an official checkpoint, prefix stripped, duplicates checked."""
+    state, duplicates, unexpected = {}, {}, []
+    for key, value in raw.items():
+        if key.startswith(_OFFICIAL_PREFIX):
+            state[key[len(_OFFICIAL_PREFIX):]] = value
+        elif key.startswith(_DUPLICATE_PREFIX):
+            duplicates[_DUPLICATED + key[len(_DUPLICATE_PREFIX):]] = value
+        else:
+            unexpected.append(key)
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected keys outside 'model.' and 'tracking_module.': {_listing(unexpected)}")
+    for key, value in duplicates.items():
+        twin = state.get(key)
+        if twin is None:
+            raise CheckpointError(f"{path}: tracking_module.{key[len(_DUPLICATED):]} has no twin model.{key}")
+        if not isinstance(value, torch.Tensor) or value.shape != twin.shape or not torch.equal(value, twin):
+            raise CheckpointError(f"{path}: tracking_module.{key[len(_DUPLICATED):]} differs from model.{key}: "
+                                  "the two copies of the tracking branch must be identical")
+    return state
+
+
+def _check_against(path: str, state: Mapping, model: VisoloNet) -> None:
+    expected = model.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    bad_type = [k for k in set(state) & set(expected)
+                if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()]
+    misshaped = [f"{k}: {tuple(state[k].shape)} instead of {tuple(expected[k].shape)}"
+                 for k in set(state) & set(expected) if k not in bad_type and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
+    if bad_type:
+        problems.append(f"{len(bad_type)} keys that are not floating-point tensors: {_listing(bad_type)}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} keys of the wrong shape: {_listing(misshaped)}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match the VISOLO network ({model.config.num_classes} classes): "
+                              + "; ".join(problems))
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", num_classes: int | None = None,
+               config: VisoloConfig | None = None, trusted: bool = False) -> VisoloNet:
+    """Loads an official VISOLO checkpoint (detectron2 ``.pth``) or one saved by :func:`save_model`.
+
+    Args:
+        path: the checkpoint file.
+        device: where the network goes.
+        num_classes: if given, the checkpoint must have that many classes; by default it is
+            read off the category head (40 for YouTube-VIS, 80 for COCO pre-training).
+        config: the inference settings (thresholds...); its ``num_classes`` is replaced by the
+            checkpoint's. Default: the official settings, or those saved with our format.
+        trusted: allow arbitrary pickled Python objects in the file (only for files you trust).
+
+    Returns:
+        The network in eval mode, every parameter loaded.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, truncated, not a checkpoint, or its
+            keys or shapes do not match the network; nothing is loaded half-way.
+    """
+    path = os.fspath(path)
+    raw = _read(path, trusted)
+    if isinstance(raw, Mapping) and raw.get("format") == FORMAT:
+        if raw.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: visolo_fast format version {raw.get('version')!r}, this library reads {FORMAT_VERSION}")
+        saved = VisoloConfig.from_dict(raw["config"])
+        state = raw["state_dict"]
+        config = config or saved
+    elif isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
+        state = _official_state_dict(path, raw["model"])
+    elif isinstance(raw, Mapping) and raw and all(isinstance(k, str) and k.startswith((_OFFICIAL_PREFIX, _DUPLICATE_PREFIX)) for k in raw):
+        state = _official_state_dict(path, raw)  # a bare official state dict
+    else:
+        what = f"a dict with keys {_listing(map(str, raw))}" if isinstance(raw, Mapping) else f"a {type(raw).__name__}"
+        raise CheckpointError(f"{path}: not a VISOLO checkpoint: expected a detectron2 checkpoint "
+                              f"(a dict with 'model') or a visolo_fast file, got {what}")
+
+    head = state.get(_CLASS_KEY)
+    if not isinstance(head, torch.Tensor) or head.dim() != 4:
+        raise CheckpointError(f"{path}: cannot read the number of classes: key {_CLASS_KEY} is missing or not a conv weight")
+    found = head.shape[0]
+    if num_classes is not None and num_classes != found:
+        raise CheckpointError(f"{path}: has {found} classes ({_CLASS_KEY} is {tuple(head.shape)}), "
+                              f"but num_classes={num_classes} was asked for")
+    config = VisoloConfig.from_dict({**(config or VisoloConfig()).to_dict(), "num_classes": found})
+    model = VisoloNet(config)
+    _check_against(path, state, model)
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(device)
+
+
+def save_model(model: VisoloNet, path: str | os.PathLike) -> None:
+    """Saves the network and its config; :func:`load_model` gives it back exactly."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "config": model.config.to_dict(), "state_dict": state},
+               os.fspath(path))
+
+
+def official_state_dict(model: VisoloNet) -> dict[str, torch.Tensor]:
+    """The network's weights under the official key names (``model.`` and the ``tracking_module.`` copy)."""
+    state = {_OFFICIAL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    for k, v in model.Tracking_branch.state_dict().items():
+        state[_DUPLICATE_PREFIX + k] = v.detach().cpu()
+    return state

@@ -1,0 +1,52 @@
+"""Building blocks with detectron2's parameter names, so official weights load as they are."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters (all four are buffers, as
+    detectron2's, so they are in the state dict and never trained)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features) - eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+
+
+class ConvNorm(nn.Conv2d):
+    """detectron2's ``Conv2d``: convolution, then an optional ``norm`` submodule, then an
+    optional ReLU. ``padding`` defaults to "same" for odd kernels."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 bias: bool = True, norm: nn.Module | None = None, relu: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+        self.norm = norm
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.relu(x) if self.relu else x
+
+
+def conv_gn(in_channels: int, out_channels: int, kernel_size: int, groups: int, relu: bool = False) -> ConvNorm:
+    """A head convolution: bias, GroupNorm(groups), optional ReLU."""
+    return ConvNorm(in_channels, out_channels, kernel_size, norm=nn.GroupNorm(groups, out_channels), relu=relu)
+
+
+def conv_plain(in_channels: int, out_channels: int, kernel_size: int, relu: bool = False) -> ConvNorm:
+    """A convolution with a bias and no norm (the mask branch's residual blocks, the class predictor)."""
+    return ConvNorm(in_channels, out_channels, kernel_size, relu=relu)

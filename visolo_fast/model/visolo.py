@@ -1,0 +1,128 @@
+"""The per-frame VISOLO network (spec section 2) in plain PyTorch."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from visolo_fast import backends
+from visolo_fast.config import VisoloConfig
+from visolo_fast.model.backbone import ResNet50Res4
+from visolo_fast.model.heads import (
+    CategoryPostBranch,
+    CategoryPreBranch,
+    KernelBranch,
+    MaskBranch,
+    Memory,
+    TrackingBranch,
+)
+
+
+class MemoryEntry(NamedTuple):
+    """What the memory stores of one frame: its pre-read features, each Tensor[B, dim, S1, S2]."""
+
+    frame_f: torch.Tensor  # the tracking ("key") feature
+    cat_f: torch.Tensor  # category feature, before the memory read
+    kernel_f: torch.Tensor  # kernel feature, before the memory read
+
+
+class FrameOutput(NamedTuple):
+    """The per-frame outputs of :meth:`VisoloNet.forward_frame`, for a batch of B frames."""
+
+    frame_f: torch.Tensor  # [B, dim, S1, S2]
+    cat_f: torch.Tensor  # [B, dim, S1, S2]
+    kernel_f: torch.Tensor  # [B, dim, S1, S2]
+    mask_features: torch.Tensor  # F, [B, dim, H/4, W/4]
+    scores: torch.Tensor  # sigmoid category scores, [B, C, S1, S2]
+    kernels: torch.Tensor  # one 1x1 mask kernel per grid, [B, dim, S1, S2]
+    # sigmoid(Tracking(previous frame's frame_f, frame_f)), [B, S_prev, S]: the previous
+    # frame's grids are the rows; None when the memory was empty (first frame).
+    association: torch.Tensor | None
+
+    @property
+    def memory_entry(self) -> MemoryEntry:
+        return MemoryEntry(self.frame_f, self.cat_f, self.kernel_f)
+
+
+def init_msra_fill(module: nn.Module) -> None:
+    """The official initialisation of fresh heads: He-normal (fan_out) convolutions, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class VisoloNet(nn.Module):
+    """ResNet-50 (res2-res4) and VISOLO's heads; attribute names are the official ones
+    (``model.<name>`` in an official checkpoint)."""
+
+    def __init__(self, config: VisoloConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or VisoloConfig()
+        g = cfg.norm_groups
+        self.backbone = ResNet50Res4()
+        self.Category_branch_pre = CategoryPreBranch(cfg.grid, cfg.in_dim, cfg.dim, g)
+        self.Category_branch_post = CategoryPostBranch(cfg.num_classes, cfg.dim, g)
+        self.Kernel_branch = KernelBranch(cfg.grid, cfg.in_dim, cfg.dim, g)
+        self.Mask_branch = MaskBranch(cfg.in_dim, cfg.dim, g)
+        self.Tracking_branch = TrackingBranch(cfg.dim, g)
+        self.Memory_module = Memory(cfg.dim, g)
+        init_msra_fill(self)
+
+    def forward(self, images: torch.Tensor, memory: Sequence[MemoryEntry] = (), backend: str = "auto") -> FrameOutput:
+        return self.forward_frame(images, memory, backend)
+
+    def forward_frame(self, images: torch.Tensor, memory: Sequence[MemoryEntry] = (), backend: str = "auto") -> FrameOutput:
+        """Runs the network on one frame of each of B videos, reading their memory.
+
+        Args:
+            images (Tensor[B, 3, H, W]): normalised frames (:func:`visolo_fast.preprocess`), H and W multiples of 16.
+            memory: the stored entries of earlier frames, oldest first, the previous frame
+                last (T entries, each Tensor[B, dim, S1, S2]); empty for a video's first frame,
+                which then reads itself.
+            backend: for the ops inside the network, see :mod:`visolo_fast.backends`.
+
+        Returns:
+            :class:`FrameOutput`.
+        """
+        if backend not in backends.BACKENDS:
+            raise ValueError(f"VisoloNet: backend must be one of {backends.BACKENDS}, got {backend!r}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"VisoloNet: images must be [B, 3, H, W], got {tuple(images.shape)}")
+        if images.shape[2] % 16 or images.shape[3] % 16:
+            raise ValueError(f"VisoloNet: image height and width must be multiples of 16, got {tuple(images.shape[2:])}")
+        B = images.shape[0]
+        for t, entry in enumerate(memory):
+            for name, f in zip(MemoryEntry._fields, entry):
+                want = (B, self.config.dim, *self.config.grid)
+                if tuple(f.shape) != want:
+                    raise ValueError(f"VisoloNet: memory[{t}].{name} must be {list(want)}, got {list(f.shape)}")
+
+        res2, res3, res4 = self.backbone(images)
+        cat_f, frame_f = self.Category_branch_pre(res4)
+        kernel_f = self.Kernel_branch.pre(res4, backend)
+        track = self.Tracking_branch
+        stored = list(memory) if memory else [MemoryEntry(frame_f, cat_f, kernel_f)]
+
+        def stack(field: str) -> torch.Tensor:  # [B, T, dim, S1, S2]
+            return torch.stack([getattr(e, field) for e in stored], dim=1)
+
+        # The logits against every stored grid, soft-maxed over all T * S of them at once.
+        keys = track.reference(stack("frame_f").flatten(0, 1)).reshape(B, -1, self.config.dim // 2)  # [B, T*S, D]
+        logits = torch.bmm(track.query(frame_f), keys.transpose(1, 2))  # [B, S, T*S]
+        cat_in = self.Memory_module(logits, cat_f, self.Memory_module.values(stack("cat_f")))
+        kernel_in = self.Memory_module(logits, kernel_f, self.Memory_module.values(stack("kernel_f")))
+        association = torch.sigmoid(track(memory[-1].frame_f, frame_f)) if memory else None
+
+        return FrameOutput(
+            frame_f=frame_f,
+            cat_f=cat_f,
+            kernel_f=kernel_f,
+            mask_features=self.Mask_branch(res2, res3, res4, backend),
+            scores=torch.sigmoid(self.Category_branch_post(cat_in)),
+            kernels=self.Kernel_branch.post(kernel_in),
+            association=association,
+        )
