@@ -43,7 +43,8 @@ def _read(path: str, trusted: bool) -> object:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         hint = "" if trusted else " (if the file holds other Python objects and you trust it, pass trusted=True)"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}{hint}") from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {first_line}{hint}") from exc
 
 
 def _official_state_dict(path: str, raw: Mapping) -> dict[str, torch.Tensor]:

@@ -1,0 +1,162 @@
+"""Official checkpoints (keys and shapes from tests/data/official-checkpoint-keys.txt, a copy
+of the spec's list) and our own format: what loads, and every way loading must refuse."""
+
+import ast
+import pathlib
+
+import pytest
+import torch
+
+import visolo_fast as vf
+from visolo_fast.checkpoint import official_state_dict
+
+KEYS_FILE = pathlib.Path(__file__).parent.parent / "data" / "official-checkpoint-keys.txt"
+
+
+def official_keys() -> dict[str, tuple[int, ...]]:
+    rows = [line.split("\t") for line in KEYS_FILE.read_text().splitlines() if line.strip()]
+    return {key: ast.literal_eval(shape) for key, shape, _ in rows}
+
+
+def random_official_state(num_classes: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random values under the official keys and shapes, built from the list, not from our model."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in official_keys().items():
+        if key.startswith("model.Category_branch_post.pred."):
+            shape = (num_classes, *shape[1:])
+        if key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=gen) * 0.05
+    for key in [k for k in state if k.startswith("tracking_module.")]:
+        state[key] = state["model.Tracking_branch." + key[len("tracking_module."):]].clone()
+    return state
+
+
+def write_official(path, state) -> str:
+    # As detectron2's Checkpointer: the model next to optimizer/scheduler state and the iteration.
+    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+                "scheduler": {"last_epoch": 139999}, "iteration": 139999}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def official_file(tmp_path_factory):
+    state = random_official_state()
+    return write_official(tmp_path_factory.mktemp("ckpt") / "model_final.pth", state), state
+
+
+def test_our_names_are_the_official_names():
+    ours = {k: tuple(v.shape) for k, v in official_state_dict(vf.VisoloNet()).items()}
+    assert ours == official_keys()
+
+
+def test_official_checkpoint_loads_every_value(official_file):
+    path, state = official_file
+    model = vf.load_model(path)
+    assert not model.training and model.config.num_classes == 40
+    loaded = model.state_dict()
+    assert len(loaded) == len([k for k in state if k.startswith("model.")])
+    for key, value in loaded.items():
+        assert torch.equal(value, state["model." + key]), key
+
+
+def test_loaded_model_runs_with_official_shapes(official_file):
+    model = vf.load_model(official_file[0])
+    with torch.inference_mode():
+        out = model.forward_frame(torch.randn(1, 3, 352, 624))
+    assert out.scores.shape == (1, 40, 12, 21) and torch.isfinite(out.scores).all()
+
+
+def test_coco_checkpoint_has_80_classes(tmp_path):
+    path = write_official(tmp_path / "coco.pth", random_official_state(num_classes=80))
+    assert vf.load_model(path).config.num_classes == 80
+    assert vf.load_model(path, num_classes=80).Category_branch_post.pred.out_channels == 80
+    with pytest.raises(vf.CheckpointError, match=r"coco.pth: has 80 classes .* num_classes=40"):
+        vf.load_model(path, num_classes=40)
+
+
+def test_bare_official_state_dict_loads(tmp_path):
+    state = random_official_state()
+    torch.save(state, tmp_path / "bare.pth")
+    assert torch.equal(vf.load_model(tmp_path / "bare.pth").Memory_module.conv1.weight, state["model.Memory_module.conv1.weight"])
+
+
+def _broken(tmp_path, edit) -> str:
+    state = random_official_state()
+    edit(state)
+    return write_official(tmp_path / "broken.pth", state)
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda s: s.pop("model.Mask_branch.convR4.bias"), r"1 missing keys: Mask_branch.convR4.bias"),
+        (lambda s: s.pop("model.backbone.res4.5.conv3.norm.running_var"), r"missing keys: backbone.res4.5.conv3.norm.running_var"),
+        (lambda s: s.__setitem__("model.backbone.res5.0.conv1.weight", torch.zeros(1)), r"unexpected keys: backbone.res5.0.conv1.weight"),
+        (lambda s: s.__setitem__("model.Kernel_branch.pred.weight", torch.zeros(256, 256, 3, 3)),
+         r"wrong shape: Kernel_branch.pred.weight: \(256, 256, 3, 3\) instead of \(256, 256, 1, 1\)"),
+        (lambda s: s.__setitem__("model.Memory_module.conv1.bias", torch.zeros(256, dtype=torch.int64)), r"not floating-point tensors: Memory_module.conv1.bias"),
+        (lambda s: s.__setitem__("optimizer_state", torch.zeros(1)), r"unexpected keys outside 'model.' and 'tracking_module.': optimizer_state"),
+        (lambda s: s["tracking_module.track_Q_conv1.weight"].add_(1), r"tracking_module.track_Q_conv1.weight differs from model.Tracking_branch.track_Q_conv1.weight"),
+        (lambda s: s.pop("model.Category_branch_post.pred.weight"), r"cannot read the number of classes"),
+    ],
+    ids=["missing", "missing-bn-buffer", "unexpected", "misshaped", "not-float", "stray-key", "duplicate-differs", "no-class-head"],
+)
+def test_bad_keys_are_named(tmp_path, edit, match):
+    path = _broken(tmp_path, edit)
+    with pytest.raises(vf.CheckpointError, match=match) as info:
+        vf.load_model(path)
+    assert path in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(vf.CheckpointError, match=r"nowhere.pth: no such file"):
+        vf.load_model(tmp_path / "nowhere.pth")
+
+
+def test_truncated_file(tmp_path, official_file):
+    data = pathlib.Path(official_file[0]).read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(vf.CheckpointError, match=r"cut.pth: not a readable PyTorch checkpoint"):
+        vf.load_model(tmp_path / "cut.pth")
+
+
+@pytest.mark.parametrize("content", [b"hello, I am a text file\n", b""], ids=["text", "empty"])
+def test_not_a_checkpoint(tmp_path, content):
+    (tmp_path / "x.pth").write_bytes(content)
+    with pytest.raises(vf.CheckpointError, match=r"x.pth: not a readable PyTorch checkpoint"):
+        vf.load_model(tmp_path / "x.pth")
+
+
+@pytest.mark.parametrize("obj", [[1, 2, 3], {"weights": torch.zeros(2)}, {"model": 3}], ids=["list", "other-dict", "model-not-dict"])
+def test_loadable_but_not_visolo(tmp_path, obj):
+    torch.save(obj, tmp_path / "other.pth")
+    with pytest.raises(vf.CheckpointError, match=r"other.pth: not a VISOLO checkpoint"):
+        vf.load_model(tmp_path / "other.pth")
+
+
+class _Payload:
+    pass
+
+
+def test_arbitrary_pickles_are_refused_unless_trusted(tmp_path):
+    torch.save({"model": random_official_state(), "extra": _Payload()}, tmp_path / "p.pth")
+    with pytest.raises(vf.CheckpointError, match=r"p.pth: not a readable .*trusted=True"):
+        vf.load_model(tmp_path / "p.pth")
+    assert vf.load_model(tmp_path / "p.pth", trusted=True).config.num_classes == 40
+
+
+def test_our_format_round_trips_exactly(tmp_path):
+    torch.manual_seed(3)
+    config = vf.VisoloConfig(num_classes=7, score_thr=0.2, nms_kernel="linear")
+    model = vf.VisoloNet(config).eval()
+    vf.save_model(model, tmp_path / "ours.pt")
+    back = vf.load_model(tmp_path / "ours.pt")
+    assert back.config == config
+    a, b = model.state_dict(), back.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        assert all(torch.equal(u, v) for u, v in zip(model(x)[:6], back(x)[:6]))
