@@ -1,0 +1,154 @@
+"""The per-frame network: official shapes, the memory semantics, determinism, backends."""
+
+import pytest
+import torch
+
+import visolo_fast as vf
+from visolo_fast.model import MemoryEntry
+
+SMALL = (64, 96)  # a multiple of 16: res4 is 4 x 6, the grids are still 12 x 21
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    model = vf.VisoloNet().eval()
+    # Random GroupNorm affines too, so that no head is an identity on the test inputs.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".norm." in name:
+                p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("weight") else 0.0))
+    return model
+
+
+def frames(n, size=SMALL, seed=0):
+    return torch.randn(n, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def test_official_shapes(net):
+    x = frames(1, (352, 624))
+    first = net.forward_frame(x)
+    assert first.association is None
+    want = {"frame_f": (1, 256, 12, 21), "cat_f": (1, 256, 12, 21), "kernel_f": (1, 256, 12, 21),
+            "mask_features": (1, 256, 88, 156), "scores": (1, 40, 12, 21), "kernels": (1, 256, 12, 21)}
+    assert {k: tuple(getattr(first, k).shape) for k in want} == want
+    later = net.forward_frame(x, [first.memory_entry] * 3)
+    assert {k: tuple(getattr(later, k).shape) for k in want} == want
+    assert later.association.shape == (1, 252, 252)
+    for out in (first, later):
+        assert all(torch.isfinite(t).all() for t in out if t is not None)
+        assert ((out.scores >= 0) & (out.scores <= 1)).all()
+    assert ((later.association >= 0) & (later.association <= 1)).all()
+
+
+@torch.inference_mode()
+def test_first_frame_reads_itself(net):
+    # An empty memory is the frame's own entry as the memory (spec section 2, step 2).
+    x = frames(1)
+    alone = net.forward_frame(x)
+    self_read = net.forward_frame(x, [alone.memory_entry])
+    for name in ("scores", "kernels", "mask_features", "frame_f", "cat_f", "kernel_f"):
+        torch.testing.assert_close(getattr(self_read, name), getattr(alone, name), rtol=0, atol=0)
+
+
+@torch.inference_mode()
+def test_memory_read_softmaxes_over_all_entries_at_once(net):
+    # One softmax over T * S keys: the order of the entries cannot matter to the read,
+    # while the association matrix follows the last entry (the previous frame).
+    entries = [net.forward_frame(frames(1, seed=s)).memory_entry for s in range(1, 4)]
+    x = frames(1, seed=9)
+    a = net.forward_frame(x, entries)
+    b = net.forward_frame(x, [entries[1], entries[0], entries[2]])
+    torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.kernels, b.kernels, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.association, b.association, rtol=0, atol=0)
+    c = net.forward_frame(x, entries[:2])
+    assert not torch.allclose(a.kernels, c.kernels, atol=1e-4), "dropping an entry must change the read"
+    assert (net.forward_frame(x, [entries[2], entries[0]]).association - a.association).abs().max() > 0.01
+
+
+@torch.inference_mode()
+def test_association_rows_are_the_previous_frame(net):
+    prev = net.forward_frame(frames(1, seed=1))
+    cur = net.forward_frame(frames(1, seed=2), [prev.memory_entry])
+    expected = torch.sigmoid(net.Tracking_branch(prev.frame_f, cur.frame_f))
+    torch.testing.assert_close(cur.association, expected, rtol=0, atol=0)
+    q, r = net.Tracking_branch.query(prev.frame_f), net.Tracking_branch.reference(cur.frame_f)
+    torch.testing.assert_close(cur.association[0, 5, 7], torch.sigmoid(q[0, 5] @ r[0, 7]), rtol=1e-5, atol=1e-6)
+
+
+@torch.inference_mode()
+def test_batch_equals_one_by_one(net):
+    x = frames(2)
+    mem = [net.forward_frame(frames(2, seed=4)).memory_entry]
+    both = net.forward_frame(x, mem)
+    for b in range(2):
+        one = net.forward_frame(x[b:b + 1], [MemoryEntry(*(t[b:b + 1] for t in mem[0]))])
+        for u, v in zip(both, one):
+            # Batched convolutions sum in another order: float32 noise only.
+            torch.testing.assert_close(u[b:b + 1], v, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+def test_deterministic(net):
+    x = frames(1)
+    a, b = net.forward_frame(x), net.forward_frame(x)
+    assert all(torch.equal(u, v) for u, v in zip(a[:6], b[:6]))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@torch.inference_mode()
+def test_backends_agree_with_reference(net, backend):
+    x = frames(1)
+    ref = net.forward_frame(x, backend="reference")
+    out = net.forward_frame(x, [ref.memory_entry], backend=backend)
+    ref2 = net.forward_frame(x, [ref.memory_entry], backend="reference")
+    for name in FrameOutputFields:
+        # add_coords differs from torch.linspace by an ulp at most: float noise after the heads.
+        torch.testing.assert_close(getattr(out, name), getattr(ref2, name), rtol=1e-4, atol=1e-4, msg=name)
+
+
+FrameOutputFields = ("frame_f", "cat_f", "kernel_f", "mask_features", "scores", "kernels", "association")
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda n: n.forward_frame(torch.zeros(1, 4, 64, 96)), ValueError, r"images must be \[B, 3, H, W\], got \(1, 4, 64, 96\)"),
+        (lambda n: n.forward_frame(torch.zeros(1, 3, 60, 96)), ValueError, r"multiples of 16, got \(60, 96\)"),
+        (lambda n: n.forward_frame(torch.zeros(1, 3, 64, 96), backend="gpu"), ValueError, r"backend must be one of"),
+        (lambda n: n.forward_frame(torch.zeros(1, 3, 64, 96), backend="cuda"), vf.BackendUnavailable, r"backend 'cuda' runs on CUDA tensors"),
+        (lambda n: n.forward_frame(torch.zeros(2, 3, 64, 96), [MemoryEntry(*[torch.zeros(1, 256, 12, 21)] * 3)]),
+         ValueError, r"memory\[0\].frame_f must be \[2, 256, 12, 21\], got \[1, 256, 12, 21\]"),
+    ],
+    ids=["channels", "size", "backend-name", "backend-device", "memory-shape"],
+)
+@torch.inference_mode()
+def test_bad_input(net, call, error, match):
+    with pytest.raises(error, match=match):
+        call(net)
+
+
+def test_torch_compile_fullgraph():
+    # The whole per-frame network traces into one graph (aot_eager: the check is the trace,
+    # not inductor's code generation, which takes minutes on two cores).
+    torch.manual_seed(0)
+    model = vf.VisoloNet(vf.VisoloConfig(dim=64)).eval()
+    x = frames(1)
+    with torch.inference_mode():
+        eager = model.forward_frame(x, backend="cpp")
+        mem = [eager.memory_entry]
+        compiled = torch.compile(model.forward_frame, fullgraph=True, backend="aot_eager")
+        out = compiled(x, mem, backend="cpp")
+        want = model.forward_frame(x, mem, backend="cpp")
+    for u, v in zip(out, want):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match=r"dim and dim / 2 must be multiples of norm_groups=32, got 48"):
+        vf.VisoloConfig(dim=48)
+    with pytest.raises(ValueError, match=r"nms_kernel must be 'gaussian' or 'linear', got 'box'"):
+        vf.VisoloConfig(nms_kernel="box")
+    assert vf.VisoloConfig.from_dict(vf.VisoloConfig(grid=(5, 7)).to_dict()) == vf.VisoloConfig(grid=(5, 7))
