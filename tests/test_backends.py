@@ -1,0 +1,59 @@
+"""The backend switch, and the package without its compiled extension."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+import visolo_fast as vf
+from visolo_fast import backends
+
+
+def test_available_backends_tell_the_truth():
+    status = vf.available_backends("cpu")
+    assert set(status) == {"reference", "triton", "cpp", "cuda"}
+    assert status["reference"] is None and status["cpp"] is None  # CI builds the extension
+    assert "runs on CUDA tensors" in status["cuda"]
+    assert "runs on CPU tensors" in vf.available_backends("cuda")["cpp"]
+
+
+def test_cuda_kernels_are_linked_when_torch_has_cuda():
+    # CI builds with the CUDA torch: the CUDA kernel must be in the extension even though
+    # no GPU can run it here.
+    if torch.version.cuda is None:
+        assert not torch._C._dispatch_has_kernel_for_dispatch_key("visolo_fast::add_coords", "CUDA")
+    else:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("visolo_fast::add_coords", "CUDA")
+
+
+def test_auto_without_triton_interpreter_never_picks_triton_on_cpu():
+    assert backends.resolve("auto", torch.device("cpu"), "x", ("triton",)) == "reference"
+
+
+def test_package_runs_without_the_extension():
+    # A fresh interpreter where visolo_fast._C cannot be imported: the reference path runs,
+    # and asking for a compiled backend says what is missing and how to build it.
+    code = textwrap.dedent("""
+        import sys, torch
+        sys.modules["visolo_fast._C"] = None  # makes `import visolo_fast._C` fail
+        import visolo_fast as vf
+        from visolo_fast.ops import add_coords
+        x = torch.randn(1, 2, 3, 4)
+        assert add_coords(x).shape == (1, 4, 3, 4)
+        net = vf.VisoloNet(vf.VisoloConfig(dim=64)).eval()
+        with torch.inference_mode():
+            assert net.forward_frame(torch.randn(1, 3, 64, 96)).scores.shape == (1, 40, 12, 21)
+        try:
+            add_coords(x, backend="cpp")
+        except vf.BackendUnavailable as e:
+            print(e)
+        else:
+            raise SystemExit("backend='cpp' should have failed")
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "visolo_fast._C is not importable" in done.stdout
+    assert "pip install --no-build-isolation -e ." in done.stdout
