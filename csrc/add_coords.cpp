@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <torch/library.h>
 
 #include "csrc/add_coords.h"
@@ -28,12 +30,26 @@ at::Tensor add_coords_cpu(const at::Tensor& x) {
   at::Tensor out = add_coords_check_and_allocate(x);
   const at::Tensor xc = x.contiguous();
   const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t plane = H * W;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "add_coords_cpu", [&] {
     const scalar_t* x_ptr = xc.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, out.numel(), at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        out_ptr[i] = add_coords_math::output_element(x_ptr, i, C, H, W);
+    // One image per task: its C channels are one contiguous block in x and in out, so
+    // they are copied as a block; the two coordinate planes follow (same math as the
+    // CUDA kernel's output_element, which decodes every index instead).
+    at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        scalar_t* dst = out_ptr + b * (C + 2) * plane;
+        std::copy(x_ptr + b * C * plane, x_ptr + (b + 1) * C * plane, dst);
+        scalar_t* ys = dst + C * plane;
+        scalar_t* xs = ys + plane;
+        for (int64_t h = 0; h < H; ++h) {
+          const scalar_t y = add_coords_math::to_output<scalar_t>(add_coords_math::coord(h, H));
+          for (int64_t w = 0; w < W; ++w) {
+            ys[h * W + w] = y;
+            xs[h * W + w] = add_coords_math::to_output<scalar_t>(add_coords_math::coord(w, W));
+          }
+        }
       }
     });
   });

@@ -16,7 +16,11 @@ def test_available_backends_tell_the_truth():
     assert set(status) == {"reference", "triton", "cpp", "cuda"}
     assert status["reference"] is None and status["cpp"] is None  # CI builds the extension
     assert "runs on CUDA tensors" in status["cuda"]
-    assert "runs on CPU tensors" in vf.available_backends("cuda")["cpp"]
+    on_gpu = vf.available_backends("cuda")
+    if torch.cuda.is_available():
+        assert "runs on CPU tensors" in on_gpu["cpp"]
+    else:
+        assert all(reason == "no GPU is visible to torch" for reason in on_gpu.values())
 
 
 def test_cuda_kernels_are_linked_when_torch_has_cuda():

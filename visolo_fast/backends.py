@@ -56,6 +56,10 @@ def triton_interpreted() -> bool:
 
 def why_unavailable(backend: str, device: torch.device, op: str | None = None) -> str | None:
     """Why ``backend`` cannot run ``op`` (any op if None) on ``device``; None if it can."""
+    if backend not in BACKENDS or backend == "auto":
+        raise ValueError(f"backend must be one of {BACKENDS[1:]}, got {backend!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "no GPU is visible to torch"
     if backend == "reference":
         return None
     if backend == "cpp":
@@ -87,8 +91,7 @@ def why_unavailable(backend: str, device: torch.device, op: str | None = None) -
             )
         if device.type not in ("cpu", "cuda"):
             return f"backend 'triton' runs on CUDA tensors (or CPU tensors when interpreted), got {device}"
-        return None
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return None
 
 
 # NB: evaluated once while torch.compile traces (the answer only depends on the arguments
