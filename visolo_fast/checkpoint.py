@@ -116,7 +116,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", num_
     if isinstance(raw, Mapping) and raw.get("format") == FORMAT:
         if raw.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: visolo_fast format version {raw.get('version')!r}, this library reads {FORMAT_VERSION}")
-        saved = VisoloConfig.from_dict(raw["config"])
+        if not isinstance(raw.get("config"), Mapping) or not isinstance(raw.get("state_dict"), Mapping):
+            raise CheckpointError(f"{path}: a visolo_fast file must hold a 'config' and a 'state_dict' dict")
+        try:
+            saved = VisoloConfig.from_dict(dict(raw["config"]))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: bad config in a visolo_fast file: {exc}") from None
         state = raw["state_dict"]
         config = config or saved
     elif isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):

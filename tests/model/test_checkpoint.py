@@ -160,3 +160,19 @@ def test_our_format_round_trips_exactly(tmp_path):
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
         assert all(torch.equal(u, v) for u, v in zip(model(x)[:6], back(x)[:6]))
+
+
+@pytest.mark.parametrize(
+    "obj,match",
+    [
+        ({"format": "visolo_fast", "version": 1, "config": {}}, r"must hold a 'config' and a 'state_dict'"),
+        ({"format": "visolo_fast", "version": 1, "config": {"grid": [0, 3]}, "state_dict": {}}, r"bad config .*grid must be two sizes >= 1"),
+        ({"format": "visolo_fast", "version": 9, "config": {}, "state_dict": {}}, r"format version 9, this library reads 1"),
+    ],
+    ids=["no-state", "bad-config", "version"],
+)
+def test_broken_own_format(tmp_path, obj, match):
+    torch.save(obj, tmp_path / "own.pt")
+    with pytest.raises(vf.CheckpointError, match=match) as info:
+        vf.load_model(tmp_path / "own.pt")
+    assert "own.pt" in str(info.value)

@@ -61,8 +61,9 @@ def test_coordinates_are_symmetric(backend, device):
 def test_cpp_and_triton_agree_bit_for_bit():
     # Both round the same double-precision formula once.
     require_backend("cpp", "cpu", "add_coords")
+    require_backend("triton", TRITON_DEVICE, "add_coords")
     x = torch.randn(2, 3, 17, 31)
-    assert torch.equal(add_coords(x, backend="cpp"), add_coords(x, backend="triton"))
+    assert torch.equal(add_coords(x, backend="cpp"), add_coords(x.to(TRITON_DEVICE), backend="triton").cpu())
 
 
 @settings(max_examples=25, deadline=None)
@@ -71,7 +72,9 @@ def test_cpp_and_triton_agree_bit_for_bit():
     dtype=st.sampled_from(DTYPES), backend=st.sampled_from(["cpp", "triton"]),
 )
 def test_property_random_shapes(b, c, h, w, dtype, backend):
-    x = torch.randn(b, c, h, w, dtype=torch.float64).to(dtype)
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    require_backend(backend, device, "add_coords")
+    x = torch.randn(b, c, h, w, dtype=torch.float64).to(dtype).to(device)
     check_against_reference(x, add_coords(x, backend=backend))
 
 
@@ -115,6 +118,7 @@ def test_opcheck_cpp():
 
 
 def test_opcheck_triton():
+    require_backend("triton", TRITON_DEVICE, "add_coords")
     from visolo_fast.triton.add_coords import add_coords_triton  # registers the op
 
     assert add_coords_triton is not None

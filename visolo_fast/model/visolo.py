@@ -95,11 +95,14 @@ class VisoloNet(nn.Module):
         if images.shape[2] % 16 or images.shape[3] % 16:
             raise ValueError(f"VisoloNet: image height and width must be multiples of 16, got {tuple(images.shape[2:])}")
         B = images.shape[0]
+        want = (B, self.config.dim, *self.config.grid)
         for t, entry in enumerate(memory):
+            if not isinstance(entry, MemoryEntry):
+                raise TypeError(f"VisoloNet: memory[{t}] must be a MemoryEntry (FrameOutput.memory_entry), got {type(entry).__name__}")
             for name, f in zip(MemoryEntry._fields, entry):
-                want = (B, self.config.dim, *self.config.grid)
-                if tuple(f.shape) != want:
-                    raise ValueError(f"VisoloNet: memory[{t}].{name} must be {list(want)}, got {list(f.shape)}")
+                if tuple(f.shape) != want or f.device != images.device or f.dtype != images.dtype:
+                    raise ValueError(f"VisoloNet: memory[{t}].{name} must be {list(want)} {images.dtype} on {images.device} "
+                                     f"(as the images), got {list(f.shape)} {f.dtype} on {f.device}")
 
         res2, res3, res4 = self.backbone(images)
         cat_f, frame_f = self.Category_branch_pre(res4)
