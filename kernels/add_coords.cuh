@@ -31,7 +31,9 @@ VF_INLINE double to_output<double>(double v) {
   return v;
 }
 
-// Element `idx` of the contiguous output [B, C + 2, H, W]: channel c < C is
+// Element `idx` of the contiguous output [B, C + 2, H, W], for the CUDA kernel's
+// one-thread-per-element loop (the CPU copies whole channel blocks and calls coord /
+// to_output for the coordinate planes): channel c < C is
 // x[b, c], channel C is the y coordinate (over H), channel C + 1 the x
 // coordinate (over W). `x` is the contiguous input [B, C, H, W].
 template <typename scalar_t>
