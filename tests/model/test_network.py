@@ -5,7 +5,7 @@ import torch
 
 import visolo_fast as vf
 from tests.conftest import BACKEND_DEVICES, require_backend
-from visolo_fast.model import MemoryEntry
+from visolo_fast.model import FrameOutput, MemoryEntry
 
 SMALL = (64, 96)  # a multiple of 16: res4 is 4 x 6, the grids are still 12 x 21
 
@@ -127,19 +127,16 @@ def test_backends_agree_with_reference(net, backend, device):
     x = frames(1)
     ref = net.forward_frame(x, backend="reference")
     ref2 = net.forward_frame(x, [ref.memory_entry], backend="reference")
-    moved = net.to(device)
+    net.to(device)  # in place: the module fixture is shared, hence the move back below
     try:
         mem = [MemoryEntry(*(t.to(device) for t in ref.memory_entry))]
-        out = moved.forward_frame(x.to(device), mem, backend=backend)
+        out = net.forward_frame(x.to(device), mem, backend=backend)
     finally:
         net.to("cpu")
-    for name in FrameOutputFields:
+    for name in FrameOutput._fields:
         # add_coords differs from torch.linspace by an ulp at most: float noise after the heads
         # (and TF32 convolutions on a GPU).
         torch.testing.assert_close(getattr(out, name).cpu(), getattr(ref2, name), rtol=1e-3, atol=1e-3, msg=name)
-
-
-FrameOutputFields = ("frame_f", "cat_f", "kernel_f", "mask_features", "scores", "kernels", "association")
 
 
 @pytest.mark.parametrize(
