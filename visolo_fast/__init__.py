@@ -3,6 +3,7 @@
 from visolo_fast.backends import BACKENDS, BackendUnavailable, available_backends
 from visolo_fast.checkpoint import CheckpointError, load_model, save_model
 from visolo_fast.config import VisoloConfig
+from visolo_fast.engine import FrameResult, Tracker, VideoResult
 from visolo_fast.model import FrameOutput, MemoryEntry, VisoloNet
 from visolo_fast.preprocess import preprocess
 
@@ -13,8 +14,11 @@ __all__ = [
     "BackendUnavailable",
     "CheckpointError",
     "FrameOutput",
+    "FrameResult",
     "MemoryEntry",
+    "Tracker",
     "VisoloConfig",
+    "VideoResult",
     "VisoloNet",
     "available_backends",
     "load_model",

@@ -26,6 +26,11 @@ class VisoloConfig:
     nms_kernel: str = "gaussian"  # or "linear"
     nms_sigma: float = 2.0
     dedup_thr: float = 0.5  # IoU* duplicate removal
+    # True: reproduce the official outputs, quirks included (README, "Deviations"): a frame
+    # whose only kept grid is grid 0 counts as empty, and a kept grid with an empty mask
+    # gets a NaN score (two such grids of one label wipe out the frame in Matrix NMS).
+    # False: grid 0 counts like any grid, and grids with empty masks are dropped before NMS.
+    official_quirks: bool = True
 
     def __post_init__(self):
         def need(ok: bool, what: str, got) -> None:

@@ -72,6 +72,30 @@ class VisoloNet(nn.Module):
         self.Memory_module = Memory(cfg.dim, g)
         init_msra_fill(self)
 
+    def segment_video(self, frames, output_size: tuple[int, int] | None = None, backend: str = "auto"):
+        """Segments and tracks the instances of a whole video, online, frame by frame.
+
+        Args:
+            frames: the video, uint8 RGB: a sequence of [H, W, 3] arrays (or tensors), or a
+                Tensor[N, H, W, 3].
+            output_size: (height, width) of the output masks; default the frames' own size.
+            backend: for the network and the ops, see :mod:`visolo_fast.backends`.
+
+        Returns:
+            :class:`visolo_fast.VideoResult`: ``scores`` (float32 [K]), ``labels`` (int64 [K],
+            0-based), ``masks`` (bool [K, N, H_out, W_out]); K = 0 if nothing was found.
+        """
+        from visolo_fast.engine.tracker import segment_video
+
+        return segment_video(self, frames, output_size, backend)
+
+    def tracker(self, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False):
+        """A :class:`visolo_fast.Tracker` for one video stream: ``step(frame)`` per frame,
+        then ``flush()``; each returns the frame results that became final."""
+        from visolo_fast.engine.tracker import Tracker
+
+        return Tracker(self, output_size, backend, keep_video)
+
     def forward(self, images: torch.Tensor, memory: Sequence[MemoryEntry] = (), backend: str = "auto") -> FrameOutput:
         return self.forward_frame(images, memory, backend)
 

@@ -1,0 +1,91 @@
+"""A scripted stand-in for VisoloNet: each frame's objects are written by hand, so the
+engine's decisions (thresholds, association, candidates) can be tested on cases
+built to exercise them.
+
+Tracking embeddings are simplex vectors: an object is similar to itself
+(sigmoid ~ 1), dissimilar to any other object (sigmoid ~ 0.002) and mildly similar
+to an empty grid (sigmoid(-1) = 0.27, so a new object's grid weight lets it pass
+the score threshold). Masks come from one mask-feature channel per object:
++10 inside its rectangle, -10 outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from visolo_fast import FrameOutput, VisoloConfig
+
+NUM_IDS = 6  # object identities available to a script
+SCALE2 = 24.0  # squared scale of the embeddings: self-similarity logit = SCALE2 * (1 - 1/NUM_IDS) - 1
+CONFIG = VisoloConfig(num_classes=4, grid=(2, 3), input_size=(32, 48), dim=8, norm_groups=4)
+
+
+@dataclass(frozen=True)
+class Obj:
+    grid: int  # which grid predicts it
+    identity: int  # its tracking identity (0 .. NUM_IDS - 1); objects with one identity match
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1 on the mask-feature map (8 x 12), exclusive ends
+    label: int = 0
+    score: float = 0.9
+    similarity: float = 1.0  # scales the embedding: < 1 makes the match with its identity weaker
+
+
+class ScriptedTracking(nn.Module):
+    """query . reference = embedding_a . embedding_b - 1."""
+
+    @staticmethod
+    def _grids(f: torch.Tensor) -> torch.Tensor:
+        return f.flatten(2).transpose(1, 2)  # [B, S, NUM_IDS]
+
+    def query(self, f: torch.Tensor) -> torch.Tensor:
+        g = self._grids(f)
+        return torch.cat([g, torch.ones_like(g[..., :1])], -1)
+
+    def reference(self, f: torch.Tensor) -> torch.Tensor:
+        g = self._grids(f)
+        return torch.cat([g, -torch.ones_like(g[..., :1])], -1)
+
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.query(f1), self.reference(f2).transpose(1, 2))
+
+
+class ScriptedNet(nn.Module):
+    """Frame n of the video shows the objects ``script[n]`` (whatever the pixels)."""
+
+    def __init__(self, script: list[list[Obj]]):
+        super().__init__()
+        self.config = CONFIG
+        self.script = script
+        self.calls = 0
+        self.Tracking_branch = ScriptedTracking()
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the tracker a device
+
+    def forward_frame(self, images, memory=(), backend="auto") -> FrameOutput:
+        objs = self.script[self.calls]
+        self.calls += 1
+        S1, S2 = CONFIG.grid
+        h, w = CONFIG.input_size[0] // 4, CONFIG.input_size[1] // 4
+        simplex = (torch.eye(NUM_IDS) - 1 / NUM_IDS) * SCALE2**0.5
+        frame_f = torch.zeros(1, NUM_IDS, S1 * S2)
+        scores = torch.zeros(1, CONFIG.num_classes, S1 * S2)
+        kernels = torch.zeros(1, len(objs) or 1, S1 * S2)
+        features = torch.full((1, len(objs) or 1, h, w), -10.0)
+        for c, o in enumerate(objs):
+            frame_f[0, :, o.grid] = simplex[o.identity] * o.similarity
+            scores[0, o.label, o.grid] = o.score
+            kernels[0, c, o.grid] = 1.0
+            y0, x0, y1, x1 = o.box
+            features[0, c, y0:y1, x0:x1] = 10.0
+        frame_f = frame_f.reshape(1, NUM_IDS, S1, S2)
+        association = torch.sigmoid(self.Tracking_branch(memory[-1].frame_f, frame_f)) if memory else None
+        return FrameOutput(frame_f=frame_f, cat_f=frame_f.clone(), kernel_f=frame_f.clone(), mask_features=features,
+                           scores=scores.reshape(1, -1, S1, S2), kernels=kernels.reshape(1, -1, S1, S2),
+                           association=association)
+
+
+def blank_frames(n: int) -> list:
+    """Frames for a ScriptedNet: their content does not matter, only their count and size."""
+    return [torch.zeros((24, 40, 3), dtype=torch.uint8) for _ in range(n)]

@@ -1,0 +1,104 @@
+"""The memory policy (spec section 3) and the grid-weight inputs (section 4)."""
+
+import pytest
+import torch
+
+from tests.engine.scripted import Obj, ScriptedNet, blank_frames
+from visolo_fast import Tracker
+from visolo_fast.engine import MemoryBank
+from visolo_fast.engine import tracker as tracker_module
+
+
+def official_memory_lists(last: int) -> list[list[int]]:
+    """The memory after each frame, by the official list operations (frames 0-2 appended,
+    then append when n % 5 == 2, else drop the second-to-last entry)."""
+    mem, history = [], []
+    for n in range(last + 1):
+        if n <= 2 or n % 5 == 2:
+            mem = mem + [n]
+        else:
+            mem = mem[:-2] + [mem[-1], n]
+        history.append(list(mem))
+    return history
+
+
+def test_memory_policy_up_to_frame_40():
+    bank = MemoryBank()
+    for n, expected in enumerate(official_memory_lists(40)):
+        bank.add(n, f"entry {n}")
+        assert bank.indices == expected, f"after frame {n}"
+        assert bank.entries == [f"entry {i}" for i in expected]
+        if n >= 2:  # the spec's closed form (frame 1: [0, 1])
+            assert expected == [0] + list(range(5, n - 1, 5)) + [n - 1, n], f"after frame {n}"
+
+
+def test_memory_grows_one_entry_every_five_frames():
+    sizes = [len(m) for m in official_memory_lists(40)]
+    assert sizes[2] == 3 and sizes[40] == 3 + 7  # frames 7, 12, ..., 37 appended
+    assert all(b - a in (0, 1) for a, b in zip(sizes, sizes[1:]))
+
+
+def test_grid_weight_sources():
+    bank = MemoryBank()
+    seen = []
+    for n in range(23):
+        bank.add(n, n)
+        seen.append(bank.weight_sources())
+    assert seen[0] == [] and seen[1] == [0] and seen[2] == [1, 0] and seen[3] == [2, 0]
+    # frame t: the previous frame, then the newest long-term entry (0, 5, 10, ...) at least two frames old
+    for t in range(2, 23):
+        assert seen[t] == [t - 1, max(5 * ((t - 2) // 5), 0)], f"frame {t}"
+
+
+def test_memory_frames_come_in_order():
+    bank = MemoryBank()
+    bank.add(0, "a")
+    with pytest.raises(ValueError, match="expected frame 1, got 2"):
+        bank.add(2, "b")
+
+
+def test_tracker_reads_the_policys_memory_and_weights(monkeypatch):
+    """The tracker hands the network the memory as it stands after the previous frame,
+    and computes each frame's grid weight from the right earlier frames."""
+    n = 14
+    script = [[Obj(grid=t % 6, identity=t % 6, box=(0, 0, 4, 4))] for t in range(n)]
+    net = ScriptedNet(script)
+    seen_memory = []
+    forward = net.forward_frame
+
+    def spy_forward(images, memory=(), backend="auto"):
+        seen_memory.append([int(e.frame_f.flatten(2)[0].abs().sum(0).argmax()) for e in memory])  # the entry's grid = its frame % 6
+        return forward(images, memory, backend)
+
+    net.forward_frame = spy_forward
+    weights = []
+    real_grid_weight = tracker_module.grid_weight
+
+    def spy_grid_weight(query, keys, backend="auto"):
+        weights.append((query, keys))
+        return real_grid_weight(query, keys, backend)
+
+    monkeypatch.setattr(tracker_module, "grid_weight", spy_grid_weight)
+    tracker = Tracker(net)
+    for frame in blank_frames(n):
+        tracker.step(frame)
+    tracker.flush()
+    history = official_memory_lists(n)
+    assert tracker.memory_frames == history[n - 1]
+    assert seen_memory[0] == []
+    for t in range(1, n):
+        assert seen_memory[t] == [i % 6 for i in history[t - 1]], f"memory read by frame {t}"
+
+    def frame_f(t):
+        return forward_outputs[t].frame_f
+
+    net2 = ScriptedNet(script)
+    forward_outputs = [net2.forward_frame(None) for _ in range(n)]
+    track = net.Tracking_branch
+    assert len(weights) == n - 1  # every frame but the first
+    for t in range(1, n):
+        query, keys = weights[t - 1]
+        sources = [t - 1] if t == 1 else [t - 1, max(5 * ((t - 2) // 5), 0)]
+        torch.testing.assert_close(query, track.query(frame_f(t)), rtol=0, atol=0)
+        expected = torch.stack([track.reference(frame_f(s)) for s in sources], dim=1)
+        torch.testing.assert_close(keys, expected, rtol=0, atol=0, msg=f"grid weight of frame {t}")

@@ -1,0 +1,7 @@
+"""The online engine: memory policy, grid weights, instance extraction, association, results."""
+
+from visolo_fast.engine.instances import FrameInstances, extract_instances
+from visolo_fast.engine.memory import MemoryBank
+from visolo_fast.engine.tracker import FrameResult, Tracker, VideoResult, segment_video
+
+__all__ = ["FrameInstances", "FrameResult", "MemoryBank", "Tracker", "VideoResult", "extract_instances", "segment_video"]

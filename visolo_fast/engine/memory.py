@@ -1,0 +1,44 @@
+"""VISOLO's memory policy (spec section 3): which earlier frames a frame reads."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+Entry = TypeVar("Entry")
+
+# Every LONG_TERM_PERIOD frames, a frame stays in memory for good (frames 2, 7, 12, ...
+# are appended; they become the long-term entries 5, 10, ... once two frames old).
+LONG_TERM_PERIOD = 5
+
+
+class MemoryBank(Generic[Entry]):
+    """The stored frames, oldest first.
+
+    After frame n >= 1 it holds frame 0, every multiple of 5 that is at least two
+    frames old, frame n - 1 and frame n. It grows by one entry every 5 frames.
+    """
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.entries: list[Entry] = []
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, index: int, entry: Entry) -> None:
+        """Stores frame ``index``, the frame after the newest stored one."""
+        expected = self.indices[-1] + 1 if self.indices else 0
+        if index != expected:
+            raise ValueError(f"MemoryBank.add: frames must come in order, expected frame {expected}, got {index}")
+        # The newest frame replaces the previous one, except every LONG_TERM_PERIOD frames
+        # (and while fewer than two are stored), when the previous one is kept for good.
+        if len(self.entries) >= 2 and index % LONG_TERM_PERIOD != 2:
+            del self.indices[-2], self.entries[-2]
+        self.indices.append(index)
+        self.entries.append(entry)
+
+    def weight_sources(self) -> list[Entry]:
+        """The entries the newest frame's grid weight compares it with (spec section 4):
+        none for frame 0, frame 0 for frame 1, else the previous frame and the newest
+        long-term entry (``mem[-2]`` and ``mem[-3]``)."""
+        return self.entries[-2:-4:-1]

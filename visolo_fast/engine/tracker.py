@@ -1,0 +1,259 @@
+"""Online video instance segmentation: frames in, tracked instances out (spec sections 3-7).
+
+A frame's instances are final one frame late: the association of frame t with
+the tracks needs frame t + 1's similarity matrix (t -> t + 1), and the grid
+weight of frame t is computed from the memory as it stands after frame t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from visolo_fast import backends
+from visolo_fast.engine.association import Candidate, match_candidates, match_previous
+from visolo_fast.engine.instances import FrameInstances, extract_instances
+from visolo_fast.engine.memory import MemoryBank
+from visolo_fast.io.ytvis import to_ytvis
+from visolo_fast.ops import grid_weight, resize_masks
+from visolo_fast.preprocess import preprocess
+
+
+class FrameResult(NamedTuple):
+    """One frame's tracked instances, best score first, at the output size."""
+
+    index: int  # the frame's index in the video
+    track_ids: torch.Tensor  # int64 [K_t]: the track of each instance (0, 1, ... in order of appearance)
+    masks: torch.Tensor  # bool [K_t, H, W]
+    labels: torch.Tensor  # int64 [K_t], 0-based: this frame's label of each instance
+    scores: torch.Tensor  # float32 [K_t]: this frame's score of each instance
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """A whole video's tracks (spec section 7); track k is the k-th to appear."""
+
+    scores: torch.Tensor  # float32 [K]: the track's category score, averaged over its frames
+    labels: torch.Tensor  # int64 [K], 0-based
+    masks: torch.Tensor  # bool [K, N, H, W]: empty in the frames where the track is absent
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to_ytvis(self, video_id, category_ids: Sequence[int] | None = None) -> list[dict]:
+        """The YouTube-VIS results list: one entry per track, a COCO RLE (ASCII counts) or
+        None per frame; ``category_id`` = ``category_ids[label]``, or label + 1 by default."""
+        return to_ytvis(self.scores, self.labels, self.masks, video_id, category_ids)
+
+
+class _Previous(NamedTuple):
+    """What the association needs of the last finalised frame's instances."""
+
+    index: int
+    grids: torch.Tensor  # int64 [k]
+    tracks: list[int]
+    frame_f: torch.Tensor  # [1, dim, S1, S2]
+    rows: torch.Tensor | None  # [k, S]: their similarity with every grid of the next frame
+
+
+def _check_size(size, what: str) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+        raise ValueError(f"{what} must be (height, width), two positive integers, or None; got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+class Tracker:
+    """Streams a video through VISOLO: :meth:`step` each frame, then :meth:`flush`.
+
+    The tracker's own state does not grow with the number of frames: the model's
+    memory entries (one more every 5 frames, as the official policy), per track a
+    running sum of its category scores, and per lost instance (a re-identification
+    candidate) its 128-float embedding. Frame results are handed out, not kept,
+    unless ``keep_video=True``.
+    """
+
+    def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False):
+        """
+        Args:
+            net (VisoloNet): the network, with its config.
+            output_size: (height, width) of the output masks; default each frame's own size.
+            backend: for the network and the ops, see :mod:`visolo_fast.backends`.
+            keep_video: keep every frame result so :meth:`video_result` can assemble the
+                whole video (memory grows with the video).
+        """
+        if backend not in backends.BACKENDS:
+            raise ValueError(f"Tracker: backend must be one of {backends.BACKENDS}, got {backend!r}")
+        self.net, self.config, self.backend = net, net.config, backend
+        self.output_size = _check_size(output_size, "Tracker: output_size")
+        self.device = next(net.parameters()).device
+        self._memory: MemoryBank = MemoryBank()
+        self._pending = None  # the last frame's FrameOutput, not final yet
+        self._previous: _Previous | None = None
+        self._candidates: list[Candidate] = []
+        self._sums = torch.zeros((0, self.config.num_classes), dtype=torch.float64, device=self.device)
+        self._counts = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._frame_size: tuple[int, int] | None = None
+        self._kept: list[FrameResult] | None = [] if keep_video else None
+        self._num_frames = 0
+        self._flushed = False
+
+    @property
+    def num_frames(self) -> int:
+        """Frames stepped so far."""
+        return self._num_frames
+
+    @property
+    def num_tracks(self) -> int:
+        return self._counts.shape[0]
+
+    @property
+    def memory_frames(self) -> list[int]:
+        """The indices of the frames in the model's memory, oldest first."""
+        return list(self._memory.indices)
+
+    @torch.inference_mode()
+    def step(self, frame) -> list[FrameResult]:
+        """Runs one frame (uint8 RGB, [H, W, 3] numpy array or tensor).
+
+        Returns:
+            The frame results that became final: the previous frame's (none for the first frame).
+        """
+        if self._flushed:
+            raise RuntimeError("Tracker.step: this tracker was flushed (its video ended); start a new one with model.tracker()")
+        cfg = self.config
+        image = preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
+        size = tuple(frame.shape[:2])
+        if self._frame_size is None:
+            self._frame_size = size
+        elif size != self._frame_size:
+            raise ValueError(f"Tracker.step: frame {self._num_frames} is {size[0]} x {size[1]}, the video's frames are "
+                             f"{self._frame_size[0]} x {self._frame_size[1]}")
+        out = self.net.forward_frame(image, self._memory.entries, self.backend)
+        results = [self._finalize(out.association)] if self._pending is not None else []
+        self._memory.add(self._num_frames, out.memory_entry)
+        self._pending = out
+        self._num_frames += 1
+        return results
+
+    @torch.inference_mode()
+    def flush(self) -> list[FrameResult]:
+        """Ends the video: returns the last frame's result (an empty list if it was already flushed)."""
+        if self._flushed or self._pending is None:
+            self._flushed = True
+            return []
+        result = self._finalize(None)
+        self._pending, self._flushed = None, True
+        return [result]
+
+    def video_result(self) -> VideoResult:
+        """The whole video's tracks, as :meth:`VisoloNet.segment_video` returns them."""
+        if self._kept is None:
+            raise RuntimeError("Tracker.video_result: this tracker does not keep frame results; "
+                               "create it with model.tracker(..., keep_video=True)")
+        if not self._flushed or self._num_frames == 0:
+            raise RuntimeError("Tracker.video_result: the video is not complete: step at least one frame, then flush()")
+        height, width = self.output_size or self._frame_size
+        masks = torch.zeros((self.num_tracks, self._num_frames, height, width), dtype=torch.bool, device=self.device)
+        for result in self._kept:
+            masks[result.track_ids, result.index] = result.masks
+        scores, labels = self.track_categories()
+        return VideoResult(scores, labels, masks)
+
+    def track_categories(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each track's (score, label) so far: its category scores averaged over the
+        frames it is in, then the best category (spec section 7)."""
+        average = self._sums / self._counts[:, None]
+        scores, labels = average.max(dim=1)
+        return scores.float(), labels
+
+    def _finalize(self, association: torch.Tensor | None) -> FrameResult:
+        """Extracts the pending frame's instances and gives them tracks.
+
+        Args:
+            association (Tensor[1, S, S] or None): the next frame's similarity with the
+                pending one (pending frame's grids as rows); None at the end of the video.
+        """
+        out, index, cfg = self._pending, self._num_frames - 1, self.config
+        track = self.net.Tracking_branch
+        sources = self._memory.weight_sources()
+        weight = None
+        if sources:
+            keys = torch.stack([track.reference(entry.frame_f) for entry in sources], dim=1)  # [1, E, S, D]
+            weight = grid_weight(track.query(out.frame_f), keys, self.backend)[0]
+        inst = extract_instances(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), weight,
+                                 cfg, self.backend)
+        tracks = self._associate(index, inst, out.frame_f)
+        self._previous = None if inst.count == 0 else _Previous(
+            index, inst.grids, tracks, out.frame_f, None if association is None else association[0, inst.grids])
+        ids = torch.tensor(tracks, dtype=torch.int64, device=self.device)
+        self._accumulate(ids, inst.score_vecs)
+        size = self.output_size or self._frame_size
+        result = FrameResult(index, ids, resize_masks(inst.masks, size, cfg.mask_thr, self.backend), inst.labels,
+                             inst.scores.float())
+        if self._kept is not None:
+            self._kept.append(result)
+        return result
+
+    def _associate(self, index: int, inst: FrameInstances, frame_f: torch.Tensor) -> list[int]:
+        """Track ids for the instances of frame ``index`` (spec section 6)."""
+        prev, candidates, thr = self._previous, self._candidates, self.config.tracking_thr
+        tracks: list[int | None] = [None] * inst.count
+        taken: set[int] = set()
+        if inst.count and (prev is not None or candidates):
+            blocks = [prev.rows[:, inst.grids]] if prev is not None else []
+            if candidates:
+                reference = self.net.Tracking_branch.reference(frame_f)[0, inst.grids]  # [k, D]
+                blocks += [torch.sigmoid(c.queries @ reference.T) for c in candidates]
+            # The one device-to-host transfer of the frame's association.
+            host = torch.cat(blocks).float().cpu().numpy()
+            offsets = np.cumsum([0] + [b.shape[0] for b in blocks])
+            sims = [host[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+            if prev is not None:
+                rows = match_previous(sims.pop(0), thr)
+                tracks = [None if r is None else prev.tracks[r] for r in rows]
+                taken = {r for r in rows if r is not None}
+            if candidates:
+                self._candidates = match_candidates(candidates, sims, tracks, thr)
+        new_track = self.num_tracks
+        for i, track in enumerate(tracks):
+            if track is None:
+                tracks[i], new_track = new_track, new_track + 1
+        if prev is not None:
+            # The previous frame's instances no current instance took may come back later.
+            lost = [r for r in range(len(prev.tracks)) if r not in taken]
+            if lost:
+                queries = self.net.Tracking_branch.query(prev.frame_f)[0, prev.grids[lost]]
+                self._candidates.append(Candidate(prev.index, queries, [prev.tracks[r] for r in lost]))
+        return tracks
+
+    def _accumulate(self, ids: torch.Tensor, score_vecs: torch.Tensor) -> None:
+        new = int(ids.max()) + 1 - self.num_tracks if ids.numel() else 0
+        if new > 0:
+            self._sums = torch.cat([self._sums, self._sums.new_zeros((new, self._sums.shape[1]))])
+            self._counts = torch.cat([self._counts, self._counts.new_zeros(new)])
+        self._sums.index_add_(0, ids, score_vecs.double())
+        # A frame counts for a track where its category scores do not sum to zero (as official).
+        self._counts.index_add_(0, ids, (score_vecs.sum(1) != 0).long())
+
+
+def segment_video(net, frames, output_size: tuple[int, int] | None = None, backend: str = "auto") -> VideoResult:
+    """Runs a whole video; see :meth:`visolo_fast.VisoloNet.segment_video`."""
+    if isinstance(frames, (torch.Tensor, np.ndarray)):
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"segment_video: frames must be [N, H, W, 3] uint8 RGB, got shape {tuple(frames.shape)}")
+    elif not isinstance(frames, Sequence):
+        raise TypeError(f"segment_video: frames must be a sequence of H x W x 3 uint8 RGB arrays or an [N, H, W, 3] "
+                        f"uint8 tensor, got {type(frames).__name__}")
+    if len(frames) == 0:
+        raise ValueError("segment_video: no frames given")
+    tracker = Tracker(net, output_size, backend, keep_video=True)
+    for frame in frames:
+        tracker.step(frame)
+    tracker.flush()
+    return tracker.video_result()

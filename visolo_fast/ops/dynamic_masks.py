@@ -1,0 +1,83 @@
+"""dynamic_masks: SOLOv2's dynamic 1x1 mask convolution as VISOLO runs it at inference
+(spec section 5, steps 2-3): per instance, its kernel convolved with the mask
+features, upsampled x4, a sigmoid, a threshold, and the two numbers the
+mask-quality score needs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from visolo_fast import backends
+
+OP = "dynamic_masks"
+# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [C]).
+IMPLEMENTED: tuple[str, ...] = ()
+
+
+def check_input(features: torch.Tensor, kernels: torch.Tensor) -> None:
+    for name, t in (("features", features), ("kernels", kernels)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"dynamic_masks: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"dynamic_masks: {name} must be a floating-point tensor, got {t.dtype}")
+    if features.dim() not in (3, 4) or kernels.dim() != features.dim() - 1:
+        raise ValueError(f"dynamic_masks: features [E, h, w] need kernels [K, E], features [B, E, h, w] need kernels "
+                         f"[B, K, E]; got features {tuple(features.shape)} and kernels {tuple(kernels.shape)}")
+    if kernels.shape[-1] != features.shape[-3] or (features.dim() == 4 and kernels.shape[0] != features.shape[0]):
+        raise ValueError(f"dynamic_masks: kernels {tuple(kernels.shape)} do not fit features {tuple(features.shape)} "
+                         "(E, and B if batched, must agree)")
+    if features.shape[-1] == 0 or features.shape[-2] == 0:
+        raise ValueError(f"dynamic_masks: features must have h, w >= 1, got {tuple(features.shape)}")
+    if kernels.device != features.device:
+        raise ValueError(f"dynamic_masks: features and kernels must be on one device, got {features.device} and {kernels.device}")
+
+
+def dynamic_masks_reference(features: torch.Tensor, kernels: torch.Tensor, threshold: float = 0.5):
+    """Plain PyTorch, the official way (``getMaskMap`` and ``getSegMaskV5``); fp32, or fp64 for fp64 inputs.
+
+    NB: this materialises the K full-resolution probability maps (K x 16 h w floats).
+    """
+    if features.dim() == 4:
+        parts = [dynamic_masks_reference(f, k, threshold) for f, k in zip(features, kernels)]
+        if not parts:
+            h, w = features.shape[-2:]
+            dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+            return (features.new_zeros((0, kernels.shape[1], 4 * h, 4 * w), dtype=torch.bool),
+                    features.new_zeros((0, kernels.shape[1]), dtype=torch.int64),
+                    features.new_zeros((0, kernels.shape[1]), dtype=dtype))
+        return tuple(torch.stack(p) for p in zip(*parts))
+    dtype = torch.float64 if torch.float64 in (features.dtype, kernels.dtype) else torch.float32
+    E, h, w = features.shape
+    K = kernels.shape[0]
+    if K == 0:
+        return (features.new_zeros((0, 4 * h, 4 * w), dtype=torch.bool), features.new_zeros((0,), dtype=torch.int64),
+                features.new_zeros((0,), dtype=dtype))
+    logits = F.conv2d(features.to(dtype)[None], kernels.to(dtype).reshape(K, E, 1, 1))
+    probs = torch.sigmoid(F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False))[0]
+    masks = probs > threshold
+    areas = masks.sum((1, 2))
+    # NB: 0 / 0 = NaN for an empty mask, as the official code (spec section 8).
+    quality = (probs * masks).sum((1, 2)) / areas.to(dtype)
+    return masks, areas, quality
+
+
+def dynamic_masks(features: torch.Tensor, kernels: torch.Tensor, threshold: float = 0.5, backend: str = "auto"):
+    """Binary masks of K instances from their dynamic 1x1 kernels.
+
+    Args:
+        features (Tensor[E, h, w] or Tensor[B, E, h, w]): mask features.
+        kernels (Tensor[K, E] or Tensor[B, K, E]): one 1x1 kernel per instance.
+        threshold: binarisation threshold on the probability.
+        backend: see :mod:`visolo_fast.backends`.
+
+    Returns:
+        ``(masks, areas, quality)``: ``masks`` (bool Tensor[(B,) K, 4h, 4w]) =
+        ``sigmoid(upsample_x4(kernels @ features)) > threshold``, upsampling bilinear with
+        ``align_corners=False``; ``areas`` (int64 Tensor[(B,) K]) the pixels set;
+        ``quality`` (float32 Tensor[(B,) K], float64 for float64 inputs) the mean
+        probability over the mask's pixels, NaN where the area is 0.
+    """
+    check_input(features, kernels)
+    backends.resolve(backend, features.device, OP, IMPLEMENTED)
+    return dynamic_masks_reference(features, kernels, threshold)

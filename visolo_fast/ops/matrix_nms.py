@@ -1,0 +1,79 @@
+"""matrix_nms: SOLOv2's Matrix NMS on binary masks (spec section 5, step 5).
+
+Instead of removing overlapping masks, every mask's score is decayed by its
+largest overlap with a higher-scored mask of the same label, compensated by how
+much that higher-scored mask was itself overlapped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from visolo_fast import backends
+
+OP = "matrix_nms"
+# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [D]).
+IMPLEMENTED: tuple[str, ...] = ()
+KERNELS = ("gaussian", "linear")
+
+
+def check_input(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str) -> None:
+    if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
+        got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
+        raise TypeError(f"matrix_nms: masks must be a bool Tensor[K, H, W], got {got}")
+    K = masks.shape[0]
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (K,):
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise TypeError(f"matrix_nms: labels must be an int64 Tensor[{K}] (one per mask), got {got}")
+    if not isinstance(scores, torch.Tensor) or not scores.is_floating_point() or tuple(scores.shape) != (K,):
+        got = f"{scores.dtype} {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise TypeError(f"matrix_nms: scores must be a floating-point Tensor[{K}] (one per mask), got {got}")
+    if not (masks.device == labels.device == scores.device):
+        raise ValueError(f"matrix_nms: masks, labels and scores must be on one device, got {masks.device}, "
+                         f"{labels.device}, {scores.device}")
+    if kernel not in KERNELS:
+        raise ValueError(f"matrix_nms: kernel must be one of {KERNELS}, got {kernel!r}")
+
+
+def matrix_nms_reference(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str = "gaussian",
+                         sigma: float = 2.0) -> torch.Tensor:
+    """Plain PyTorch, the official formulas, in the scores' precision (fp32 at least)."""
+    K = masks.shape[0]
+    dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    if K == 0:
+        return scores.to(dtype)
+    # NB: float32 counts pixels exactly up to 2^24 (a 352 x 624 mask has 219,648).
+    flat = masks.reshape(K, -1).to(dtype)
+    inter = flat @ flat.T
+    areas = flat.sum(1)
+    # NB: two empty masks give 0 / 0 = NaN, and NaN survives the label mask (NaN * 0) and
+    # the column maxima below, as in the official code (spec section 8).
+    iou = (inter / (areas[:, None] + areas[None, :] - inter)).triu(diagonal=1)
+    same_label = (labels[:, None] == labels[None, :]).to(dtype).triu(diagonal=1)
+    decay_iou = iou * same_label  # [i, j]: mask j's overlap with the higher-scored mask i
+    compensate = decay_iou.max(dim=0).values[:, None]  # [i, 1]: how much mask i was itself overlapped
+    if kernel == "gaussian":
+        decay = torch.exp(-sigma * decay_iou**2) / torch.exp(-sigma * compensate**2)
+    else:
+        decay = (1 - decay_iou) / (1 - compensate)
+    return scores.to(dtype) * decay.min(dim=0).values
+
+
+def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str = "gaussian",
+               sigma: float = 2.0, backend: str = "auto") -> torch.Tensor:
+    """Decayed scores of Matrix NMS.
+
+    Args:
+        masks (bool Tensor[K, H, W]): binary masks, sorted by ``scores`` descending.
+        labels (int64 Tensor[K]): their labels; only masks of one label decay each other.
+        scores (Tensor[K]): their scores, descending.
+        kernel: ``"gaussian"`` (``exp(-sigma iou^2)``) or ``"linear"`` (``1 - iou``).
+        sigma: the gaussian kernel's sigma.
+        backend: see :mod:`visolo_fast.backends`.
+
+    Returns:
+        Tensor[K], float32 (float64 for float64 scores): ``scores * decay``.
+    """
+    check_input(masks, labels, scores, kernel)
+    backends.resolve(backend, masks.device, OP, IMPLEMENTED)
+    return matrix_nms_reference(masks, labels, scores, kernel, sigma)

@@ -1,0 +1,48 @@
+"""resize_masks: binary masks to the video's size, the official way (spec section 7)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from visolo_fast import backends
+
+OP = "resize_masks"
+# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [C]).
+IMPLEMENTED: tuple[str, ...] = ()
+
+
+def check_input(masks: torch.Tensor, size) -> tuple[int, int]:
+    if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
+        got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
+        raise TypeError(f"resize_masks: masks must be a bool Tensor[K, H, W], got {got}")
+    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+        raise ValueError(f"resize_masks: size must be (height, width), positive integers, got {size!r}")
+    if masks.shape[1] == 0 or masks.shape[2] == 0:
+        raise ValueError(f"resize_masks: masks must have H, W >= 1, got {tuple(masks.shape)}")
+    return int(size[0]), int(size[1])
+
+
+def resize_masks_reference(masks: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:
+    """Plain PyTorch: bilinear on the 0/1 values in float32 (``align_corners=False``), kept where ``>= threshold``."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size))
+    return F.interpolate(masks[None].float(), size=size, mode="bilinear", align_corners=False)[0] >= threshold
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int], threshold: float = 0.5, backend: str = "auto") -> torch.Tensor:
+    """Resizes binary masks as the official code resizes its final masks.
+
+    Args:
+        masks (bool Tensor[K, H, W]): binary masks.
+        size: the output (height, width).
+        threshold: a pixel is set where the interpolated 0/1 value is ``>= threshold``
+            (the official code uses its mask threshold, 0.5).
+        backend: see :mod:`visolo_fast.backends`.
+
+    Returns:
+        bool Tensor[K, height, width].
+    """
+    size = check_input(masks, size)
+    backends.resolve(backend, masks.device, OP, IMPLEMENTED)
+    return resize_masks_reference(masks, size, threshold)
