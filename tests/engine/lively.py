@@ -1,0 +1,37 @@
+"""A real VisoloNet with random weights, nudged so that it finds and tracks things.
+
+With plain random weights every mask covers the whole frame and one grid wins
+everything. Here the mask features are re-centred (so masks cover parts of the
+frame), the kernels shrunk, the category biases lowered (so a few grids pass the
+threshold) and the tracking embeddings spread (so some matches fail): enough to
+exercise Matrix NMS, the duplicate removal, lost tracks and candidates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import visolo_fast as vf
+from visolo_fast.sample import sample_frames
+
+SIZE = (64, 112)
+
+
+def _last_group_norm(module: nn.Module) -> nn.GroupNorm:
+    return [m for m in module.modules() if isinstance(m, nn.GroupNorm)][-1]
+
+
+def lively_net(seed: int = 4, **config) -> vf.VisoloNet:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = vf.VisoloNet(vf.VisoloConfig(input_size=SIZE, **config)).eval()
+    with torch.no_grad():
+        x = vf.preprocess(sample_frames(1), size=SIZE)
+        mean = net.forward_frame(x).mask_features[0].mean((1, 2))
+        _last_group_norm(net.Mask_branch).bias.sub_(mean - 0.05 * torch.randn(mean.shape, generator=g))
+        _last_group_norm(net.Kernel_branch).weight.mul_(0.05)
+        last = [m for m in net.Category_branch_post.modules() if isinstance(m, nn.Conv2d)][-1]
+        last.weight.mul_(0.3)
+        last.bias.copy_(-2.2 + torch.randn(last.bias.shape, generator=g))
+    return net

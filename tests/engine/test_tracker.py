@@ -1,0 +1,216 @@
+"""The whole-video and streaming APIs (spec section 7): they agree with each other, work
+for any length >= 1, give an empty result when nothing is found, and the stream's
+state stays bounded."""
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from tests.engine.lively import lively_net
+from tests.engine.scripted import Obj, ScriptedNet, blank_frames
+from visolo_fast import Tracker, VideoResult
+from visolo_fast.engine import tracker as tracker_module
+from visolo_fast.sample import sample_frames
+
+H, W = 72, 128
+
+
+@pytest.fixture(scope="module")
+def net():
+    return lively_net(4)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return sample_frames(8, H, W)
+
+
+@pytest.fixture(scope="module")
+def video(net, frames) -> VideoResult:
+    return net.segment_video(frames)
+
+
+def stream(net, frames, **kw):
+    tracker = net.tracker(keep_video=True, **kw)
+    results = []
+    for t, frame in enumerate(frames):
+        got = tracker.step(frame)
+        assert [r.index for r in got] == ([t - 1] if t else [])  # frame t - 1 is final once t is seen
+        results += got
+    results += tracker.flush()
+    return tracker, results
+
+
+def test_video_result_types_and_shapes(video):
+    K = len(video)
+    assert K >= 3  # the lively net finds several tracks in the sample, some lost and found again
+    assert video.scores.dtype == torch.float32 and video.scores.shape == (K,)
+    assert video.labels.dtype == torch.int64 and video.labels.shape == (K,)
+    assert video.masks.dtype == torch.bool and video.masks.shape == (K, 8, H, W)
+    assert video.masks.flatten(1).any(1).all()  # every track has a mask somewhere
+
+
+def test_streaming_equals_whole_video(net, frames, video):
+    tracker, results = stream(net, frames)
+    assert [r.index for r in results] == list(range(len(frames)))
+    assembled = torch.zeros_like(video.masks)
+    for r in results:
+        assert r.masks.shape == (r.track_ids.numel(), H, W) and r.masks.dtype == torch.bool
+        assert r.labels.shape == r.scores.shape == r.track_ids.shape
+        assert torch.all(r.scores[:-1] >= r.scores[1:])  # best first
+        assert len(set(r.track_ids.tolist())) == r.track_ids.numel()  # one instance per track per frame
+        assembled[r.track_ids, r.index] = r.masks
+    assert torch.equal(assembled, video.masks)
+    streamed = tracker.video_result()
+    for field in ("scores", "labels", "masks"):
+        assert torch.equal(getattr(streamed, field), getattr(video, field))
+
+
+def test_tensor_input_equals_list_input(net, frames, video):
+    as_tensor = net.segment_video(torch.from_numpy(np.stack(frames)))
+    assert torch.equal(as_tensor.masks, video.masks) and torch.equal(as_tensor.scores, video.scores)
+
+
+def test_track_category_is_the_average_over_its_frames(net, frames, video, monkeypatch):
+    # the average of the per-frame category vectors, recomputed from the instances
+    tracker = net.tracker()
+    sums = torch.zeros(len(video), net.config.num_classes, dtype=torch.float64)
+    counts = torch.zeros(len(video))
+    seen = []
+    real = tracker_module.extract_instances
+
+    def spy(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(tracker_module, "extract_instances", spy)
+    results = [r for f in frames for r in tracker.step(f)] + tracker.flush()
+    for inst, r in zip(seen, results):
+        sums[r.track_ids] += inst.score_vecs.double()
+        counts[r.track_ids] += 1
+    scores, labels = (sums / counts[:, None]).max(1)
+    assert torch.equal(labels, video.labels)
+    torch.testing.assert_close(video.scores, scores.float(), rtol=0, atol=0)
+
+
+def test_output_size(net, frames, video):
+    small = net.segment_video(frames, output_size=(36, 64))
+    assert small.masks.shape == (len(video), 8, 36, 64)
+    assert torch.equal(small.labels, video.labels)
+
+
+@pytest.mark.parametrize("quirks", [True, False])
+@pytest.mark.parametrize("n", [1, 2])
+def test_short_videos(n, quirks, frames):
+    net = lively_net(4, official_quirks=quirks)
+    result = net.segment_video(frames[:n])
+    assert result.masks.shape[1:] == (n, H, W) and len(result) >= 1
+    tracker, results = stream(net, frames[:n])
+    assert [r.index for r in results] == list(range(n))
+    assert torch.equal(tracker.video_result().masks, result.masks)
+    # frame 0's instances (no weight, all new tracks) do not depend on what follows
+    longer = net.segment_video(frames[:3])
+    k0 = int(result.masks[:, 0].flatten(1).any(1).sum())
+    assert k0 >= 1 and torch.equal(longer.masks[:k0, 0], result.masks[:k0, 0])
+
+
+def test_video_without_detections_is_empty_not_none(frames):
+    net = lively_net(4, score_thr=1.0)
+    result = net.segment_video(frames[:3])
+    assert len(result) == 0
+    assert result.scores.shape == (0,) and result.labels.shape == (0,) and result.masks.shape == (0, 3, H, W)
+    assert result.to_ytvis(7) == []
+
+
+def test_ytvis_json_decodes_to_the_masks(video):
+    entries = video.to_ytvis(video_id=12)
+    assert len(entries) == len(video)
+    for k, entry in enumerate(entries):
+        assert entry["video_id"] == 12 and entry["category_id"] == int(video.labels[k]) + 1
+        assert entry["score"] == pytest.approx(float(video.scores[k]))
+        assert len(entry["segmentations"]) == 8
+        for t, rle in enumerate(entry["segmentations"]):
+            if not video.masks[k, t].any():
+                assert rle is None
+                continue
+            assert isinstance(rle["counts"], str) and rle["size"] == [H, W]
+            decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+            assert np.array_equal(decoded.astype(bool), video.masks[k, t].numpy())
+    assert any(rle is None for e in entries for rle in e["segmentations"])  # some tracks are absent somewhere
+    ids = list(range(100, 140))
+    assert [e["category_id"] for e in video.to_ytvis(1, category_ids=ids)] == [ids[int(label)] for label in video.labels]
+    with pytest.raises(ValueError, match="category_ids has 2 ids"):
+        video.to_ytvis(1, category_ids=[1, 2])
+
+
+def _tracker_state(tracker: Tracker) -> tuple[int, int]:
+    """(objects, tensor bytes) reachable from the tracker, minus the network and its memory entries."""
+    skip = {id(tracker.net), id(tracker._memory)}
+    seen, stack, nbytes = set(skip), [tracker], 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, torch.nn.Module)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            nbytes += obj.untyped_storage().nbytes()
+            continue
+        stack.extend(gc.get_referents(obj))
+    return len(seen), nbytes
+
+
+def test_stream_state_stays_bounded_over_300_frames():
+    """300 frames of objects that come and go (tracks lost and re-identified, new ones
+    appearing): past warm-up, the tracker's state no longer grows but for the memory entries."""
+    A = Obj(grid=1, identity=0, box=(0, 0, 4, 4))
+    B = Obj(grid=4, identity=1, box=(4, 6, 8, 12))
+    C = Obj(grid=2, identity=2, box=(0, 8, 3, 12))
+    cycle = [[A, B], [A, B, C], [B, C], [B], [A, B, C], [], [A]]
+    n = 300
+    net = ScriptedNet([cycle[t % len(cycle)] for t in range(n)])
+    tracker = Tracker(net)
+    sizes = {}
+    for t, frame in enumerate(blank_frames(n)):
+        for result in tracker.step(frame):
+            assert result.masks.shape[1:] == (24, 40)
+        if t + 1 in (70, 294):  # the same phase of the 7-frame cycle
+            sizes[t + 1] = _tracker_state(tracker)
+    tracker.flush()
+    assert tracker.num_tracks == 3
+    assert sizes[70] == sizes[294], sizes
+    assert len(tracker.memory_frames) == 1 + len(range(5, 299 - 1, 5)) + 2  # the model's memory grows as the policy says
+    # the probe sees growth where there is some: a tracker that keeps its frame results
+    keeping = Tracker(ScriptedNet(net.script), keep_video=True)
+    grown = []
+    for t, frame in enumerate(blank_frames(15)):
+        keeping.step(frame)
+        if t + 1 in (7, 14):
+            grown.append(_tracker_state(keeping))
+    assert grown[1][0] > grown[0][0] and grown[1][1] > grown[0][1]
+
+
+def test_bad_input(net, frames):
+    with pytest.raises(ValueError, match="output_size must be"):
+        net.tracker(output_size=(0, 5))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        net.tracker(backend="gpu")
+    with pytest.raises(ValueError, match="no frames"):
+        net.segment_video([])
+    with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
+        net.segment_video(torch.zeros((4, 8, 8), dtype=torch.uint8))
+    tracker = net.tracker()
+    tracker.step(frames[0])
+    with pytest.raises(ValueError, match="frame 1 is 36 x 64, the video's frames are 72 x 128"):
+        tracker.step(frames[1][::2, ::2])
+    with pytest.raises(RuntimeError, match="keep_video=True"):
+        tracker.video_result()
+    tracker = net.tracker(keep_video=True)
+    tracker.step(frames[0])
+    with pytest.raises(RuntimeError, match="flush"):
+        tracker.video_result()
+    assert len(tracker.flush()) == 1 and tracker.flush() == []
+    with pytest.raises(RuntimeError, match="flushed"):
+        tracker.step(frames[1])
