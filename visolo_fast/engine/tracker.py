@@ -192,7 +192,7 @@ class Tracker:
         self._previous = None if inst.count == 0 else _Previous(
             index, inst.grids, tracks, out.frame_f, None if association is None else association[0, inst.grids])
         ids = torch.tensor(tracks, dtype=torch.int64, device=self.device)
-        self._accumulate(ids, inst.score_vecs)
+        self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
         size = self.output_size or self._frame_size
         result = FrameResult(index, ids, resize_masks(inst.masks, size, cfg.mask_thr, self.backend), inst.labels,
                              inst.scores.float())
@@ -232,8 +232,8 @@ class Tracker:
                 self._candidates.append(Candidate(prev.index, queries, [prev.tracks[r] for r in lost]))
         return tracks
 
-    def _accumulate(self, ids: torch.Tensor, score_vecs: torch.Tensor) -> None:
-        new = int(ids.max()) + 1 - self.num_tracks if ids.numel() else 0
+    def _accumulate(self, ids: torch.Tensor, num_tracks: int, score_vecs: torch.Tensor) -> None:
+        new = num_tracks - self.num_tracks
         if new > 0:
             self._sums = torch.cat([self._sums, self._sums.new_zeros((new, self._sums.shape[1]))])
             self._counts = torch.cat([self._counts, self._counts.new_zeros(new)])

@@ -26,7 +26,7 @@ def check_input(masks: torch.Tensor) -> None:
 def mask_dedup_reference(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Plain PyTorch for the intersections, then the greedy pass on the host: one transfer."""
     K = masks.shape[0]
-    flat = masks.reshape(K, -1).float()  # NB: exact pixel counts up to 2^24 per mask
+    flat = masks.flatten(1).float()  # NB: exact pixel counts up to 2^24 per mask
     inter = (flat @ flat.T).cpu().numpy()
     areas = inter.diagonal().copy()
     keep = areas > 0

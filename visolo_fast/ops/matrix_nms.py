@@ -43,7 +43,7 @@ def matrix_nms_reference(masks: torch.Tensor, labels: torch.Tensor, scores: torc
     if K == 0:
         return scores.to(dtype)
     # NB: float32 counts pixels exactly up to 2^24 (a 352 x 624 mask has 219,648).
-    flat = masks.reshape(K, -1).to(dtype)
+    flat = masks.flatten(1).to(dtype)
     inter = flat @ flat.T
     areas = flat.sum(1)
     # NB: two empty masks give 0 / 0 = NaN, and NaN survives the label mask (NaN * 0) and
