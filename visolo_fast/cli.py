@@ -50,36 +50,42 @@ def _demo(args) -> int:
 
     frames = sample_frames(args.frames)
     print(f"sample: {len(frames)} frames of {frames[0].shape[0]} x {frames[0].shape[1]}, device {device}, backend {args.backend}")
-    # Each frame reads the frame before it. The full memory policy, instance extraction and
-    # tracking come with the engine; this runs the per-frame network as it stands.
-    previous, times = [], []
-    with torch.inference_mode():
-        for t, frame in enumerate(frames):
-            start = time.perf_counter()
-            x = vf.preprocess(frame, size=net.config.input_size, device=device)
-            try:
-                out = net.forward_frame(x, previous, backend=args.backend)
-            except vf.BackendUnavailable as exc:
-                raise UserError(str(exc)) from None
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-            score, flat = out.scores[0].flatten(1).max(0)[0].max(0)
-            print(f"frame {t}: best grid score {score.item():.3f} at grid {flat.item()}, "
-                  f"mask features {tuple(out.mask_features.shape[1:])}, {times[-1] * 1000:.0f} ms")
-            previous = [out.memory_entry]
-    median = sorted(times)[len(times) // 2]
-    print(f"done: {len(frames)} frames, median {median * 1000:.0f} ms per frame ({1 / median:.1f} FPS) on {device}")
+    tracker = net.tracker(backend=args.backend)
+    times = []
+    for t, frame in enumerate(frames + [None]):
+        start = time.perf_counter()
+        try:
+            # frame t's instances are final once frame t + 1 has run; None ends the video
+            results = tracker.step(frame) if frame is not None else tracker.flush()
+        except vf.BackendUnavailable as exc:
+            raise UserError(str(exc)) from None
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        for r in results:
+            found = ", ".join(f"track {i} (class {c}, {s:.2f})" for i, c, s in
+                              zip(r.track_ids.tolist(), r.labels.tolist(), r.scores.tolist())) or "nothing"
+            print(f"frame {r.index}: {found}  [{times[-1] * 1000:.0f} ms]")
+    median = sorted(times[1:])[len(times[1:]) // 2]  # frame 0 finalises nothing
+    print(f"done: {len(frames)} frames, {tracker.num_tracks} tracks, median {median * 1000:.0f} ms per frame "
+          f"({1 / median:.1f} FPS) on {device}, backend {args.backend}")
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m visolo_fast", description=vf.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, and which backends are usable (and why not)").set_defaults(run=_info)
-    demo = sub.add_parser("demo", help="run the network on the bundled sample clip")
+    demo = sub.add_parser("demo", help="segment and track the bundled sample clip")
     demo.add_argument("--weights", help="a VISOLO checkpoint (official .pth or saved by visolo_fast); default: random weights")
-    demo.add_argument("--frames", type=int, default=8, help="number of sample frames (default 8)")
+    demo.add_argument("--frames", type=_positive, default=8, help="number of sample frames (default 8)")
     demo.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     demo.add_argument("--backend", default="auto", choices=list(backends.BACKENDS))
     demo.set_defaults(run=_demo)
