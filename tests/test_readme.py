@@ -1,0 +1,14 @@
+"""The README's first usage example runs as written."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_engine_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    example = next(b for b in blocks if "segment_video" in b)
+    exec(compile(example, str(README), "exec"), {})
+    out = capsys.readouterr().out
+    assert "torch.Size([" in out and ", 4, 360, 640])" in out
