@@ -28,7 +28,7 @@ class VisoloConfig:
     dedup_thr: float = 0.5  # IoU* duplicate removal
     # True: reproduce the official outputs, quirks included (README, "Deviations"): a frame
     # whose only kept grid is grid 0 counts as empty, and a kept grid with an empty mask
-    # gets a NaN score (two such grids of one label wipe out the frame in Matrix NMS).
+    # gets a NaN score (two such grids, whatever their labels, wipe out the frame in Matrix NMS).
     # False: grid 0 counts like any grid, and grids with empty masks are dropped before NMS.
     official_quirks: bool = True
 

@@ -3,9 +3,9 @@ engine's decisions (thresholds, association, candidates) can be tested on cases
 built to exercise them.
 
 Tracking embeddings are simplex vectors: an object is similar to itself
-(sigmoid ~ 1), dissimilar to any other object (sigmoid ~ 0.002) and mildly similar
-to an empty grid (sigmoid(-1) = 0.27, so a new object's grid weight lets it pass
-the score threshold). Masks come from one mask-feature channel per object:
+(sigmoid ~ 1), dissimilar to any other object (sigmoid(-2.5) = 0.076, under the
+0.1 tracking threshold) and mildly similar to an empty grid (sigmoid(-1) = 0.27, so
+a new object's grid weight lets it pass the score threshold). Masks come from one mask-feature channel per object:
 +10 inside its rectangle, -10 outside.
 """
 
@@ -18,8 +18,10 @@ from torch import nn
 
 from visolo_fast import FrameOutput, VisoloConfig
 
-NUM_IDS = 6  # object identities available to a script
-SCALE2 = 24.0  # squared scale of the embeddings: self-similarity logit = SCALE2 * (1 - 1/NUM_IDS) - 1
+NUM_IDS = 64  # object identities available to a script
+# Squared scale of the embeddings: the logit of two objects is SCALE2 * (1 - 1/NUM_IDS) - 1
+# for one identity, -SCALE2 / NUM_IDS - 1 for two.
+SCALE2 = 96.0
 CONFIG = VisoloConfig(num_classes=4, grid=(2, 3), input_size=(32, 48), dim=8, norm_groups=4)
 
 

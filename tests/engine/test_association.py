@@ -113,7 +113,7 @@ def test_unmatched_previous_instances_become_one_candidate_entry():
     tracker, results = run([[A, B, C], [B], [B]])
     first = tracks_by_object(results)[0]
     assert [(c.frame, sorted(c.tracks)) for c in tracker._candidates] == [(0, sorted([first["A"], first["C"]]))]
-    assert tracker._candidates[0].queries.shape == (2, 7)  # their query embeddings, not their frame
+    assert tracker._candidates[0].queries.shape == (2, 65)  # their query embeddings, not their frame
 
 
 def test_a_frame_without_instances_loses_every_track():

@@ -61,13 +61,14 @@ def test_tracker_reads_the_policys_memory_and_weights(monkeypatch):
     """The tracker hands the network the memory as it stands after the previous frame,
     and computes each frame's grid weight from the right earlier frames."""
     n = 14
-    script = [[Obj(grid=t % 6, identity=t % 6, box=(0, 0, 4, 4))] for t in range(n)]
+    script = [[Obj(grid=t % 6, identity=t, box=(0, 0, 4, 4))] for t in range(n)]
     net = ScriptedNet(script)
     seen_memory = []
     forward = net.forward_frame
 
     def spy_forward(images, memory=(), backend="auto"):
-        seen_memory.append([int(e.frame_f.flatten(2)[0].abs().sum(0).argmax()) for e in memory])  # the entry's grid = its frame % 6
+        # which frame each entry is: the identity of the object it shows (= its frame index)
+        seen_memory.append([int(e.frame_f.flatten(2)[0].amax(1).argmax()) for e in memory])
         return forward(images, memory, backend)
 
     net.forward_frame = spy_forward
@@ -87,7 +88,7 @@ def test_tracker_reads_the_policys_memory_and_weights(monkeypatch):
     assert tracker.memory_frames == history[n - 1]
     assert seen_memory[0] == []
     for t in range(1, n):
-        assert seen_memory[t] == [i % 6 for i in history[t - 1]], f"memory read by frame {t}"
+        assert seen_memory[t] == history[t - 1], f"memory read by frame {t}"
 
     def frame_f(t):
         return forward_outputs[t].frame_f

@@ -74,11 +74,10 @@ def test_tensor_input_equals_list_input(net, frames, video):
     assert torch.equal(as_tensor.masks, video.masks) and torch.equal(as_tensor.scores, video.scores)
 
 
-def test_track_category_is_the_average_over_its_frames(net, frames, video, monkeypatch):
-    # the average of the per-frame category vectors, recomputed from the instances
+def test_track_category_is_the_official_average(net, frames, video, monkeypatch):
+    """The official getAverageCat, in float32 on a tracks x frames x classes tensor, from
+    the instances' category vectors: the same labels, scores within float rounding."""
     tracker = net.tracker()
-    sums = torch.zeros(len(video), net.config.num_classes, dtype=torch.float64)
-    counts = torch.zeros(len(video))
     seen = []
     real = tracker_module.extract_instances
 
@@ -88,12 +87,13 @@ def test_track_category_is_the_average_over_its_frames(net, frames, video, monke
 
     monkeypatch.setattr(tracker_module, "extract_instances", spy)
     results = [r for f in frames for r in tracker.step(f)] + tracker.flush()
+    per_frame = torch.zeros(len(video), len(frames), net.config.num_classes)
     for inst, r in zip(seen, results):
-        sums[r.track_ids] += inst.score_vecs.double()
-        counts[r.track_ids] += 1
-    scores, labels = (sums / counts[:, None]).max(1)
+        per_frame[r.track_ids, r.index] = inst.score_vecs
+    present = torch.count_nonzero(per_frame.sum(2), dim=1)
+    scores, labels = (per_frame.sum(1) / present[:, None]).max(1)
     assert torch.equal(labels, video.labels)
-    torch.testing.assert_close(video.scores, scores.float(), rtol=0, atol=0)
+    torch.testing.assert_close(video.scores, scores, rtol=1e-6, atol=0)
 
 
 def test_output_size(net, frames, video):
@@ -192,9 +192,37 @@ def test_stream_state_stays_bounded_over_300_frames():
     assert grown[1][0] > grown[0][0] and grown[1][1] > grown[0][1]
 
 
+def test_stream_state_grows_only_by_what_never_comes_back():
+    """Objects that leave for good stay candidates and keep their track's running sum
+    (as the official code): the state grows by that much per departed object, linearly."""
+    A = Obj(grid=1, identity=0, box=(0, 0, 4, 4))
+    n, period = 287, 7
+
+    def frame(t):  # A always; a new object every 7 frames, seen for one frame only
+        return [A, Obj(grid=3, identity=1 + t // period, box=(4, 6, 8, 12))] if t % period == 3 else [A]
+
+    tracker = Tracker(ScriptedNet([frame(t) for t in range(n)]))
+    sizes = []
+    for t, f in enumerate(blank_frames(n)):
+        tracker.step(f)
+        if t + 1 in (140, 210, 280):
+            sizes.append(_tracker_state(tracker))
+    assert tracker.num_tracks == 1 + len(range(3, n - 1, period))  # A, and one per visitor (the last not final yet)
+    assert len(tracker._candidates) == len(range(3, n - 2, period))  # every visitor seen two frames ago or earlier is lost for good
+    grow = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(sizes, sizes[1:])]
+    assert grow[0][1] == grow[1][1], sizes  # tensor bytes: linear in the number of visitors
+    per_visitor = grow[0][1] / 10
+    assert per_visitor <= 8 * (4 + 1) + 4 * 65 + 64, per_visitor  # its running sum and count, its query embedding
+    # Python objects: its candidate entry (the entry, its lists, a tensor, ints above 256 not cached)
+    assert all(30 <= g[0] <= 60 for g in grow), sizes
+
+
 def test_bad_input(net, frames):
-    with pytest.raises(ValueError, match="output_size must be"):
-        net.tracker(output_size=(0, 5))
+    for size in [(0, 5), 5, ("a", "b"), (2.5, 3)]:
+        with pytest.raises(ValueError, match="output_size must be"):
+            net.tracker(output_size=size)
+    with pytest.raises(ValueError, match=r"frame must be one \[H, W, 3\] uint8 RGB array or tensor, got shape \(1, 72, 128, 3\)"):
+        net.tracker().step(np.stack(frames[:1]))
     with pytest.raises(ValueError, match="backend must be one of"):
         net.tracker(backend="gpu")
     with pytest.raises(ValueError, match="no frames"):

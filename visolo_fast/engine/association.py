@@ -26,8 +26,9 @@ class Candidate:
 def best_free(column: np.ndarray, taken, threshold: float) -> int | None:
     """The row with the highest value ``>= threshold`` in ``column`` that is not in ``taken``."""
     # NB: stable, so ties go to the earlier row; the official argsort leaves ties unordered.
+    # NB: numpy sorts NaN last, and `not >=` stops there, as the official `>=` test skips NaN.
     for row in np.argsort(-column, kind="stable"):
-        if column[row] < threshold:
+        if not column[row] >= threshold:
             return None
         if row not in taken:
             return int(row)

@@ -63,7 +63,8 @@ class _Previous(NamedTuple):
 def _check_size(size, what: str) -> tuple[int, int] | None:
     if size is None:
         return None
-    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+    if not (isinstance(size, Sequence) and len(size) == 2
+            and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in size)):
         raise ValueError(f"{what} must be (height, width), two positive integers, or None; got {size!r}")
     return int(size[0]), int(size[1])
 
@@ -71,11 +72,11 @@ def _check_size(size, what: str) -> tuple[int, int] | None:
 class Tracker:
     """Streams a video through VISOLO: :meth:`step` each frame, then :meth:`flush`.
 
-    The tracker's own state does not grow with the number of frames: the model's
-    memory entries (one more every 5 frames, as the official policy), per track a
-    running sum of its category scores, and per lost instance (a re-identification
-    candidate) its 128-float embedding. Frame results are handed out, not kept,
-    unless ``keep_video=True``.
+    No masks are kept: frame results are handed out, not stored (unless
+    ``keep_video=True``). What grows is what the official algorithm keeps: the
+    model's memory (one more entry every 5 frames), per track a running sum of its
+    category scores, and per lost instance not re-identified yet (a candidate) its
+    query embedding (dim / 2 floats).
     """
 
     def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False):
@@ -117,7 +118,7 @@ class Tracker:
         """The indices of the frames in the model's memory, oldest first."""
         return list(self._memory.indices)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def step(self, frame) -> list[FrameResult]:
         """Runs one frame (uint8 RGB, [H, W, 3] numpy array or tensor).
 
@@ -126,6 +127,9 @@ class Tracker:
         """
         if self._flushed:
             raise RuntimeError("Tracker.step: this tracker was flushed (its video ended); start a new one with model.tracker()")
+        if not isinstance(frame, (np.ndarray, torch.Tensor)) or frame.ndim != 3 or frame.shape[-1] != 3:
+            got = f"shape {tuple(frame.shape)}" if isinstance(frame, (np.ndarray, torch.Tensor)) else type(frame).__name__
+            raise ValueError(f"Tracker.step: frame must be one [H, W, 3] uint8 RGB array or tensor, got {got}")
         cfg = self.config
         image = preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
         size = tuple(frame.shape[:2])
@@ -141,7 +145,7 @@ class Tracker:
         self._num_frames += 1
         return results
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def flush(self) -> list[FrameResult]:
         """Ends the video: returns the last frame's result (an empty list if it was already flushed)."""
         if self._flushed or self._pending is None:

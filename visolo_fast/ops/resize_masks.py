@@ -16,7 +16,8 @@ def check_input(masks: torch.Tensor, size) -> tuple[int, int]:
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
         got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise TypeError(f"resize_masks: masks must be a bool Tensor[K, H, W], got {got}")
-    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+    if not (isinstance(size, (tuple, list, torch.Size)) and len(size) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)):
         raise ValueError(f"resize_masks: size must be (height, width), positive integers, got {size!r}")
     if masks.shape[1] == 0 or masks.shape[2] == 0:
         raise ValueError(f"resize_masks: masks must have H, W >= 1, got {tuple(masks.shape)}")
