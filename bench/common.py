@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-FIELDS = ["date", "commit", "device", "op", "shape", "dtype", "backend", "median_ms", "ratio_to_reference"]
+FIELDS = ["date", "commit", "device", "op", "shape", "dtype", "backend", "median_ms", "ratio_to_reference", "peak_mb"]
 
 
 def device_name(device: torch.device) -> str:
@@ -52,8 +52,12 @@ def append_rows(name: str, rows: list[dict]) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}.csv")
     new = not os.path.exists(path)
+    fields = FIELDS
+    if not new:  # an older file keeps its columns
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f), FIELDS)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         stamp = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit()}
@@ -62,7 +66,19 @@ def append_rows(name: str, rows: list[dict]) -> str:
     return path
 
 
+def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """The CUDA allocator's peak during fn() beyond what was allocated before, in MB."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
 def print_table(rows: list[dict]) -> None:
-    print(f"{'shape':>22} {'dtype':>9} {'backend':>10} {'median ms':>10} {'vs reference':>13}")
+    print(f"{'shape':>22} {'dtype':>9} {'backend':>10} {'median ms':>10} {'vs reference':>13} {'peak MB':>8}")
     for r in rows:
-        print(f"{r['shape']:>22} {r['dtype']:>9} {r['backend']:>10} {r['median_ms']:>10.3f} {r['ratio_to_reference']:>12.2f}x")
+        peak = f"{r['peak_mb']:>8.1f}" if r.get("peak_mb") is not None else f"{'':>8}"
+        print(f"{r['shape']:>22} {r['dtype']:>9} {r['backend']:>10} {r['median_ms']:>10.3f} "
+              f"{r['ratio_to_reference']:>12.2f}x {peak}")

@@ -5,14 +5,16 @@ mask-quality score needs."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from visolo_fast import backends
 
 OP = "dynamic_masks"
-# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [C]).
-IMPLEMENTED: tuple[str, ...] = ()
+# Compiled backends, fastest first, for backend="auto".
+IMPLEMENTED = ("cuda", "triton", "cpp")
 
 
 def check_input(features: torch.Tensor, kernels: torch.Tensor) -> None:
@@ -31,6 +33,31 @@ def check_input(features: torch.Tensor, kernels: torch.Tensor) -> None:
         raise ValueError(f"dynamic_masks: features must have h, w >= 1, got {tuple(features.shape)}")
     if kernels.device != features.device:
         raise ValueError(f"dynamic_masks: features and kernels must be on one device, got {features.device} and {kernels.device}")
+
+
+def cut_for(threshold: float) -> float:
+    """logit(threshold): the compiled backends decide a mask bit as ``logit > cut``
+    (kernels/dynamic_masks.cuh) and only take the sigmoid inside the mask."""
+    if not threshold > 0:
+        return -math.inf
+    if not threshold < 1:
+        return math.inf
+    return math.log(threshold / (1 - threshold))
+
+
+def logits_of(features: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """The low-resolution logits ``kernels @ features`` by a library GEMM, float32 (float64
+    for float64 inputs): Tensor[M, h, w] contiguous, M = K or B * K."""
+    dtype = torch.float64 if torch.float64 in (features.dtype, kernels.dtype) else torch.float32
+    h, w = features.shape[-2:]
+    logits = torch.matmul(kernels.to(dtype), features.to(dtype).flatten(-2))
+    return logits.reshape(-1, h, w).contiguous()
+
+
+def output_shapes(features: torch.Tensor, kernels: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(mask shape, shape of areas and quality) for these inputs."""
+    lead = tuple(kernels.shape[:-1])
+    return (*lead, 4 * features.shape[-2], 4 * features.shape[-1]), lead
 
 
 def dynamic_masks_reference(features: torch.Tensor, kernels: torch.Tensor, threshold: float = 0.5):
@@ -77,7 +104,28 @@ def dynamic_masks(features: torch.Tensor, kernels: torch.Tensor, threshold: floa
         ``align_corners=False``; ``areas`` (int64 Tensor[(B,) K]) the pixels set;
         ``quality`` (float32 Tensor[(B,) K], float64 for float64 inputs) the mean
         probability over the mask's pixels, NaN where the area is 0.
+
+    The compiled backends take the product with a library GEMM, then one fused pass: no
+    full-resolution float map. They decide ``logit > logit(threshold)``, which agrees
+    with the reference's ``sigmoid > threshold`` except within float rounding of it.
     """
     check_input(features, kernels)
-    backends.resolve(backend, features.device, OP, IMPLEMENTED)
-    return dynamic_masks_reference(features, kernels, threshold)
+    chosen = backends.resolve(backend, features.device, OP, IMPLEMENTED)
+    if chosen == "reference":
+        return dynamic_masks_reference(features, kernels, threshold)
+    if chosen == "triton":
+        from visolo_fast.triton.dynamic_masks import dynamic_masks_triton
+
+        return dynamic_masks_triton(features, kernels, float(threshold))
+    # cpp and cuda are the same dispatcher op; the device of the tensors picks the kernel.
+    return torch.ops.visolo_fast.dynamic_masks(features, kernels, float(threshold))
+
+
+if backends.extension_loaded():
+
+    @torch.library.register_fake("visolo_fast::dynamic_masks")
+    def _dynamic_masks_fake(features, kernels, threshold):
+        mask_shape, lead = output_shapes(features, kernels)
+        dtype = torch.float64 if torch.float64 in (features.dtype, kernels.dtype) else torch.float32
+        return (features.new_empty(mask_shape, dtype=torch.bool), features.new_empty(lead, dtype=torch.int64),
+                features.new_empty(lead, dtype=dtype))

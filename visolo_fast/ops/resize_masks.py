@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from visolo_fast import backends
 
 OP = "resize_masks"
-# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [C]).
-IMPLEMENTED: tuple[str, ...] = ()
+# Compiled backends, fastest first, for backend="auto".
+IMPLEMENTED = ("cuda", "triton", "cpp")
 
 
 def check_input(masks: torch.Tensor, size) -> tuple[int, int]:
@@ -42,8 +42,23 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int], threshold: float = 
         backend: see :mod:`visolo_fast.backends`.
 
     Returns:
-        bool Tensor[K, height, width].
+        bool Tensor[K, height, width]. The compiled backends read the bool masks directly,
+        without a float copy of them at either size.
     """
     size = check_input(masks, size)
-    backends.resolve(backend, masks.device, OP, IMPLEMENTED)
-    return resize_masks_reference(masks, size, threshold)
+    chosen = backends.resolve(backend, masks.device, OP, IMPLEMENTED)
+    if chosen == "reference":
+        return resize_masks_reference(masks, size, threshold)
+    if chosen == "triton":
+        from visolo_fast.triton.resize_masks import resize_masks_triton
+
+        return resize_masks_triton(masks, list(size), float(threshold))
+    # cpp and cuda are the same dispatcher op; the device of the masks picks the kernel.
+    return torch.ops.visolo_fast.resize_masks(masks, list(size), float(threshold))
+
+
+if backends.extension_loaded():
+
+    @torch.library.register_fake("visolo_fast::resize_masks")
+    def _resize_masks_fake(masks, size, threshold):
+        return masks.new_empty((masks.shape[0], size[0], size[1]))

@@ -1,0 +1,129 @@
+// visolo_fast::dynamic_masks: schema, input checks, the low-resolution product, and
+// the CPU implementation of the fused x4 upsample + sigmoid + threshold + reductions.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <torch/library.h>
+
+#include <vector>
+
+#include "csrc/dynamic_masks.h"
+#include "kernels/dynamic_masks.cuh"
+
+namespace visolo_fast {
+
+at::Tensor dynamic_masks_logits(const at::Tensor& features, const at::Tensor& kernels) {
+  const bool batched = features.dim() == 4;
+  TORCH_CHECK(features.dim() == 3 || batched, "dynamic_masks: features must be [E, h, w] or [B, E, h, w], got ",
+              features.sizes());
+  TORCH_CHECK(kernels.dim() == features.dim() - 1, "dynamic_masks: features ", features.sizes(),
+              " need kernels [K, E] (or [B, K, E] if batched), got ", kernels.sizes());
+  TORCH_CHECK(at::isFloatingType(features.scalar_type()) && at::isFloatingType(kernels.scalar_type()),
+              "dynamic_masks: features and kernels must be floating point, got ", features.scalar_type(), " and ",
+              kernels.scalar_type());
+  TORCH_CHECK(kernels.size(-1) == features.size(-3) && (!batched || kernels.size(0) == features.size(0)),
+              "dynamic_masks: kernels ", kernels.sizes(), " do not fit features ", features.sizes(),
+              " (E, and B if batched, must agree)");
+  TORCH_CHECK(features.size(-1) > 0 && features.size(-2) > 0, "dynamic_masks: features must have h, w >= 1, got ",
+              features.sizes());
+  TORCH_CHECK(features.device() == kernels.device(), "dynamic_masks: features and kernels must be on one device, got ",
+              features.device(), " and ", kernels.device());
+  const auto acc = (features.scalar_type() == at::kDouble || kernels.scalar_type() == at::kDouble) ? at::kDouble
+                                                                                                    : at::kFloat;
+  const int64_t h = features.size(-2), w = features.size(-1);
+  const at::Tensor f = features.to(acc), k = kernels.to(acc);
+  at::Tensor logits = batched ? at::bmm(k, f.flatten(2)) : at::mm(k, f.flatten(1));
+  return logits.reshape({-1, h, w}).contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_masks_allocate(const at::Tensor& features,
+                                                                      const at::Tensor& kernels,
+                                                                      const at::Tensor& logits) {
+  std::vector<int64_t> lead = {kernels.size(-2)};
+  if (features.dim() == 4) {
+    lead.insert(lead.begin(), features.size(0));
+  }
+  std::vector<int64_t> mask_shape = lead;
+  mask_shape.push_back(4 * logits.size(1));
+  mask_shape.push_back(4 * logits.size(2));
+  return {at::empty(mask_shape, logits.options().dtype(at::kBool)), at::empty(lead, logits.options().dtype(at::kLong)),
+          at::empty(lead, logits.options())};
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_masks_cpu(const at::Tensor& features, const at::Tensor& kernels,
+                                                                 double threshold) {
+  const at::Tensor logits = dynamic_masks_logits(features, kernels);
+  auto [masks, areas, quality] = dynamic_masks_allocate(features, kernels, logits);
+  const int64_t M = logits.size(0), h = logits.size(1), w = logits.size(2), H = 4 * h, W = 4 * w;
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "dynamic_masks_cpu", [&] {
+    using namespace dynamic_masks_math;
+    // The taps of every output row and column, computed once for all maps.
+    std::vector<bilinear::Tap<scalar_t>> rows(H), cols(W);
+    for (int64_t y = 0; y < H; ++y) rows[y] = bilinear::source<scalar_t>(y, h, static_cast<scalar_t>(0.25));
+    for (int64_t x = 0; x < W; ++x) cols[x] = bilinear::source<scalar_t>(x, w, static_cast<scalar_t>(0.25));
+    const scalar_t cut = static_cast<scalar_t>(cut_for(threshold));
+    const scalar_t* in = logits.const_data_ptr<scalar_t>();
+    bool* out = masks.mutable_data_ptr<bool>();
+    int64_t* area_out = areas.mutable_data_ptr<int64_t>();
+    scalar_t* quality_out = quality.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
+      // The map's rows upsampled along x first (the same arithmetic as upsampled_logit,
+      // which interpolates along the row first), then each output row is a blend of two.
+      std::vector<scalar_t> wide(h * W), inside(W);
+      for (int64_t m = begin; m < end; ++m) {
+        const scalar_t* map = in + m * h * w;
+        for (int64_t r = 0; r < h; ++r) {
+          for (int64_t x = 0; x < W; ++x) {
+            wide[r * W + x] = bilinear::lerp(map[r * w + cols[x].i0], map[r * w + cols[x].i1], cols[x]);
+          }
+        }
+        bool* dst = out + m * H * W;
+        int64_t area = 0;
+        double sum = 0.0;  // NB: double, whatever the map's dtype: up to 2^24 + pixels summed
+        for (int64_t y = 0; y < H; ++y) {
+          const scalar_t* r0 = wide.data() + rows[y].i0 * W;
+          const scalar_t* r1 = wide.data() + rows[y].i1 * W;
+          // classify() in two branch-free passes: the mask bits, with the logits inside the
+          // mask packed densely; then their sigmoids (mask pixels are scattered, so a
+          // branch per pixel would be mispredicted half the time).
+          int64_t n = 0;
+          for (int64_t x = 0; x < W; ++x) {
+            const scalar_t v = bilinear::lerp(r0[x], r1[x], rows[y]);
+            const bool on = v > cut;
+            dst[y * W + x] = on;
+            inside[n] = v;
+            n += on;
+          }
+          area += n;
+          double part[4] = {0.0, 0.0, 0.0, 0.0};  // independent chains, so the adds overlap
+          int64_t i = 0;
+          for (; i + 4 <= n; i += 4) {
+            for (int j = 0; j < 4; ++j) part[j] += static_cast<double>(sigmoid(inside[i + j]));
+          }
+          for (; i < n; ++i) part[0] += static_cast<double>(sigmoid(inside[i]));
+          sum += (part[0] + part[1]) + (part[2] + part[3]);
+        }
+        area_out[m] = area;
+        // NB: 0 / 0 = NaN for an empty mask, as the official code.
+        quality_out[m] = static_cast<scalar_t>(sum / static_cast<double>(area));
+      }
+    });
+  });
+  return {masks, areas, quality};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(visolo_fast, m) {
+  m.def("dynamic_masks(Tensor features, Tensor kernels, float threshold) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(visolo_fast, CPU, m) {
+  m.impl("dynamic_masks", &dynamic_masks_cpu);
+}
+
+}  // namespace visolo_fast
