@@ -77,8 +77,8 @@ def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'shape':>22} {'dtype':>9} {'backend':>10} {'median ms':>10} {'vs reference':>13} {'peak MB':>8}")
+    print(f"{'op':>14} {'shape':>22} {'dtype':>9} {'backend':>13} {'median ms':>10} {'vs reference':>13} {'peak MB':>8}")
     for r in rows:
         peak = f"{r['peak_mb']:>8.1f}" if r.get("peak_mb") is not None else f"{'':>8}"
-        print(f"{r['shape']:>22} {r['dtype']:>9} {r['backend']:>10} {r['median_ms']:>10.3f} "
+        print(f"{r['op']:>14} {r['shape']:>22} {r['dtype']:>9} {r['backend']:>13} {r['median_ms']:>10.3f} "
               f"{r['ratio_to_reference']:>12.2f}x {peak}")

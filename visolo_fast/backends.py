@@ -47,7 +47,10 @@ def extension_loaded() -> bool:
 
 
 def _has_kernel(op: str, dispatch_key: str) -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"visolo_fast::{op}", dispatch_key)
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"visolo_fast::{op}", dispatch_key)
+    except RuntimeError:  # the op is not registered at all: an extension built before it existed
+        return False
 
 
 def triton_interpreted() -> bool:

@@ -7,7 +7,9 @@ from typing import NamedTuple
 import torch
 
 from visolo_fast.config import VisoloConfig
-from visolo_fast.ops import dynamic_masks, mask_dedup, matrix_nms
+from visolo_fast.ops import dynamic_masks, mask_intersections
+from visolo_fast.ops.mask_dedup import mask_dedup_from_intersections
+from visolo_fast.ops.matrix_nms import matrix_nms_from_intersections
 
 
 class FrameInstances(NamedTuple):
@@ -72,9 +74,13 @@ def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores
             return _empty(mask_features, scores)
 
     inst = inst.select(_sorted(inst.scores, config.nms_pre))
-    decayed = matrix_nms(inst.masks, inst.labels, inst.scores, config.nms_kernel, config.nms_sigma, backend)
-    inst = inst._replace(scores=decayed.to(inst.scores.dtype)).select(decayed >= config.update_thr)
-    if inst.count == 0:
+    # The pairwise intersections, computed once: Matrix NMS and the duplicate removal share them.
+    inter = mask_intersections(inst.masks, backend)
+    decayed = matrix_nms_from_intersections(inter, inst.labels, inst.scores, config.nms_kernel, config.nms_sigma,
+                                            backend)
+    kept = (decayed >= config.update_thr).nonzero()[:, 0]
+    if kept.numel() == 0:
         return _empty(mask_features, scores)
-    inst = inst.select(_sorted(inst.scores, config.max_per_frame))
-    return inst.select(mask_dedup(inst.masks, config.dedup_thr, backend))
+    order = kept[_sorted(decayed[kept], config.max_per_frame)]
+    inst = inst._replace(scores=decayed.to(inst.scores.dtype)).select(order)
+    return inst.select(mask_dedup_from_intersections(inter[order][:, order], config.dedup_thr, backend))

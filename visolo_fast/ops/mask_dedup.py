@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from visolo_fast import backends
+from visolo_fast.ops.mask_intersections import mask_intersections, mask_intersections_reference
 
-OP = "mask_dedup"
-# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [D]).
-IMPLEMENTED: tuple[str, ...] = ()
+OP = "mask_dedup_keep"  # the registered op that does the work after mask_intersections
+# Compiled backends of the greedy pass over the intersections, fastest first, for backend="auto".
+IMPLEMENTED = ("cuda", "triton", "cpp")
 
 
 def check_input(masks: torch.Tensor) -> None:
@@ -23,21 +24,46 @@ def check_input(masks: torch.Tensor) -> None:
         raise TypeError(f"mask_dedup: masks must be a bool Tensor[K, H, W], got {got}")
 
 
-def mask_dedup_reference(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Plain PyTorch for the intersections, then the greedy pass on the host: one transfer."""
-    K = masks.shape[0]
-    flat = masks.flatten(1).float()  # NB: exact pixel counts up to 2^24 per mask
-    inter = (flat @ flat.T).cpu().numpy()
-    areas = inter.diagonal().copy()
+def mask_dedup_from_intersections_reference(inter: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """The greedy pass on the host, in the official arithmetic: one transfer."""
+    K = inter.shape[0]
+    counts = inter.cpu().numpy().astype(np.float32)  # NB: exact up to 2^24 pixels
+    areas = counts.diagonal().copy()
     keep = areas > 0
     for i in range(K):
         if not keep[i]:
             continue
         for j in range(i + 1, K):
-            # NB: the official test, a float32 division compared with the threshold.
-            if keep[j] and np.float32(inter[i, j]) / np.float32(areas[j]) > threshold:
+            # NB: the official test, a float32 division compared with the threshold in
+            # float32 (numpy keeps a Python float weak, as torch does).
+            if keep[j] and counts[i, j] / areas[j] > np.float32(threshold):
                 keep[j] = False
-    return torch.from_numpy(keep).to(masks.device)
+    return torch.from_numpy(keep).to(inter.device)
+
+
+def mask_dedup_reference(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Plain PyTorch for the intersections (the official float product), then the greedy pass."""
+    return mask_dedup_from_intersections_reference(mask_intersections_reference(masks), threshold)
+
+
+def mask_dedup_from_intersections(inter: torch.Tensor, threshold: float = 0.5, backend: str = "auto") -> torch.Tensor:
+    """The duplicate removal from the masks' pairwise intersections (:func:`mask_intersections`).
+
+    Args:
+        inter (int64 Tensor[K, K]): ``|M_i & M_j|``, areas on the diagonal, masks in score order.
+        threshold, backend: as :func:`mask_dedup`.
+    """
+    if not isinstance(inter, torch.Tensor) or inter.dtype != torch.int64 or inter.dim() != 2 or inter.shape[0] != inter.shape[1]:
+        got = f"{inter.dtype} {tuple(inter.shape)}" if isinstance(inter, torch.Tensor) else type(inter).__name__
+        raise TypeError(f"mask_dedup: inter must be an int64 Tensor[K, K] (mask_intersections), got {got}")
+    chosen = backends.resolve(backend, inter.device, OP, IMPLEMENTED)
+    if chosen == "reference":
+        return mask_dedup_from_intersections_reference(inter, threshold)
+    if chosen == "triton":
+        from visolo_fast.triton.mask_dedup import mask_dedup_keep_triton
+
+        return mask_dedup_keep_triton(inter, float(threshold))
+    return torch.ops.visolo_fast.mask_dedup_keep(inter, float(threshold))
 
 
 def mask_dedup(masks: torch.Tensor, threshold: float = 0.5, backend: str = "auto") -> torch.Tensor:
@@ -53,5 +79,13 @@ def mask_dedup(masks: torch.Tensor, threshold: float = 0.5, backend: str = "auto
         bool Tensor[K]: True for the masks kept; empty masks are never kept.
     """
     check_input(masks)
-    backends.resolve(backend, masks.device, OP, IMPLEMENTED)
-    return mask_dedup_reference(masks, threshold)
+    if backends.resolve(backend, masks.device, OP, IMPLEMENTED) == "reference":
+        return mask_dedup_reference(masks, threshold)
+    return mask_dedup_from_intersections(mask_intersections(masks, backend), threshold, backend)
+
+
+if backends.extension_loaded():
+
+    @torch.library.register_fake("visolo_fast::mask_dedup_keep")
+    def _mask_dedup_keep_fake(inter, threshold):
+        return inter.new_empty((inter.shape[0],), dtype=torch.bool)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
+from visolo_fast.ops.mask_intersections import mask_intersections, mask_intersections_reference
 
-OP = "matrix_nms"
-# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [D]).
-IMPLEMENTED: tuple[str, ...] = ()
+OP = "matrix_nms_decay"  # the registered op that does the work after mask_intersections
+# Compiled backends of the decay from the intersections, fastest first, for backend="auto".
+IMPLEMENTED = ("cuda", "triton", "cpp")
 KERNELS = ("gaussian", "linear")
 
 
@@ -35,20 +36,25 @@ def check_input(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
         raise ValueError(f"matrix_nms: kernel must be one of {KERNELS}, got {kernel!r}")
 
 
-def matrix_nms_reference(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str = "gaussian",
-                         sigma: float = 2.0) -> torch.Tensor:
-    """Plain PyTorch, the official formulas, in the scores' precision (fp32 at least)."""
-    K = masks.shape[0]
+def check_intersections(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str) -> None:
+    if not isinstance(inter, torch.Tensor) or inter.dtype != torch.int64 or inter.dim() != 2 or inter.shape[0] != inter.shape[1]:
+        got = f"{inter.dtype} {tuple(inter.shape)}" if isinstance(inter, torch.Tensor) else type(inter).__name__
+        raise TypeError(f"matrix_nms: inter must be an int64 Tensor[K, K] (mask_intersections), got {got}")
+    check_input(torch.empty((inter.shape[0], 0, 0), dtype=torch.bool, device=inter.device), labels, scores, kernel)
+
+
+def matrix_nms_from_intersections_reference(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+                                            kernel: str = "gaussian", sigma: float = 2.0) -> torch.Tensor:
+    """The official formulas, in the scores' precision (float32 at least)."""
     dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    if K == 0:
+    if inter.shape[0] == 0:
         return scores.to(dtype)
-    # NB: float32 counts pixels exactly up to 2^24 (a 352 x 624 mask has 219,648).
-    flat = masks.flatten(1).to(dtype)
-    inter = flat @ flat.T
-    areas = flat.sum(1)
+    # NB: the counts are exact in float32 up to 2^24 pixels (a 352 x 624 mask has 219,648).
+    inter = inter.to(dtype)
+    areas = inter.diagonal()
     # NB: two empty masks give 0 / 0 = NaN, and NaN survives the label mask (NaN * 0) and
     # the column maxima below, as in the official code (spec section 8).
-    iou = (inter / (areas[:, None] + areas[None, :] - inter)).triu(diagonal=1)
+    iou = (inter / (areas[None, :] + areas[:, None] - inter)).triu(diagonal=1)
     same_label = (labels[:, None] == labels[None, :]).to(dtype).triu(diagonal=1)
     decay_iou = iou * same_label  # [i, j]: mask j's overlap with the higher-scored mask i
     compensate = decay_iou.max(dim=0).values[:, None]  # [i, 1]: how much mask i was itself overlapped
@@ -57,6 +63,32 @@ def matrix_nms_reference(masks: torch.Tensor, labels: torch.Tensor, scores: torc
     else:
         decay = (1 - decay_iou) / (1 - compensate)
     return scores.to(dtype) * decay.min(dim=0).values
+
+
+def matrix_nms_reference(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str = "gaussian",
+                         sigma: float = 2.0) -> torch.Tensor:
+    """Plain PyTorch, the official way: intersections by a float product of the masks."""
+    return matrix_nms_from_intersections_reference(mask_intersections_reference(masks), labels, scores, kernel, sigma)
+
+
+def matrix_nms_from_intersections(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+                                  kernel: str = "gaussian", sigma: float = 2.0, backend: str = "auto") -> torch.Tensor:
+    """Matrix NMS from the masks' pairwise intersections (:func:`mask_intersections`), for
+    callers that also need them for :func:`mask_dedup_from_intersections`.
+
+    Args:
+        inter (int64 Tensor[K, K]): ``|M_i & M_j|``, areas on the diagonal, masks in score order.
+        labels, scores, kernel, sigma, backend: as :func:`matrix_nms`.
+    """
+    check_intersections(inter, labels, scores, kernel)
+    chosen = backends.resolve(backend, inter.device, OP, IMPLEMENTED)
+    if chosen == "reference":
+        return matrix_nms_from_intersections_reference(inter, labels, scores, kernel, sigma)
+    if chosen == "triton":
+        from visolo_fast.triton.matrix_nms import matrix_nms_decay_triton
+
+        return matrix_nms_decay_triton(inter, labels, scores, kernel, float(sigma))
+    return torch.ops.visolo_fast.matrix_nms_decay(inter, labels, scores, kernel, float(sigma))
 
 
 def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str = "gaussian",
@@ -75,5 +107,13 @@ def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, 
         Tensor[K], float32 (float64 for float64 scores): ``scores * decay``.
     """
     check_input(masks, labels, scores, kernel)
-    backends.resolve(backend, masks.device, OP, IMPLEMENTED)
-    return matrix_nms_reference(masks, labels, scores, kernel, sigma)
+    if backends.resolve(backend, masks.device, OP, IMPLEMENTED) == "reference":
+        return matrix_nms_reference(masks, labels, scores, kernel, sigma)
+    return matrix_nms_from_intersections(mask_intersections(masks, backend), labels, scores, kernel, sigma, backend)
+
+
+if backends.extension_loaded():
+
+    @torch.library.register_fake("visolo_fast::matrix_nms_decay")
+    def _matrix_nms_decay_fake(inter, labels, scores, kernel, sigma):
+        return scores.new_empty(scores.shape, dtype=torch.float64 if scores.dtype == torch.float64 else torch.float32)
