@@ -10,3 +10,18 @@
 #endif
 
 #define VF_INLINE VF_HOST_DEVICE inline
+
+#include <cmath>
+
+namespace visolo_fast {
+
+// exp in the argument's precision, on the host and on the device.
+VF_INLINE float exp_(float x) { return expf(x); }
+VF_INLINE double exp_(double x) { return exp(x); }
+
+template <typename acc_t>
+VF_INLINE acc_t sigmoid(acc_t x) {
+  return static_cast<acc_t>(1) / (static_cast<acc_t>(1) + exp_(-x));
+}
+
+}  // namespace visolo_fast

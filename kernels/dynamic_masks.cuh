@@ -12,14 +12,6 @@
 namespace visolo_fast {
 namespace dynamic_masks_math {
 
-VF_INLINE float exp_(float x) { return expf(x); }
-VF_INLINE double exp_(double x) { return exp(x); }
-
-template <typename acc_t>
-VF_INLINE acc_t sigmoid(acc_t x) {
-  return static_cast<acc_t>(1) / (static_cast<acc_t>(1) + exp_(-x));
-}
-
 // One output pixel: `prob` is its probability where `on` (the mask bit), else 0.
 template <typename acc_t>
 struct Pixel {

@@ -10,9 +10,6 @@
 namespace visolo_fast {
 namespace matrix_nms_math {
 
-VF_INLINE float exp_(float x) { return expf(x); }
-VF_INLINE double exp_(double x) { return exp(x); }
-
 // NaN-propagating max / min, as torch.max / torch.min reductions.
 template <typename acc_t>
 VF_INLINE acc_t max_nan(acc_t a, acc_t b) {

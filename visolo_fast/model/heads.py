@@ -138,7 +138,8 @@ class TrackingBranch(nn.Module):
 
 
 class Memory(nn.Module):
-    """Reads a memory: ``x + softmax(logits) @ values`` with values = GN(conv3x3(stored feature))."""
+    """The memory's values, GN(conv3x3(stored feature)); the read itself,
+    ``x + softmax(logits) @ values``, is :func:`visolo_fast.ops.memory_read`."""
 
     def __init__(self, dim: int, groups: int):
         super().__init__()
@@ -150,7 +151,3 @@ class Memory(nn.Module):
         v = self.conv1(stored.flatten(0, 1))  # [B * T, dim, S1, S2]
         return v.flatten(2).transpose(1, 2).reshape(B, -1, D)
 
-    def forward(self, logits: torch.Tensor, x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """logits (Tensor[B, S, T * S]), x (Tensor[B, dim, S1, S2]), values (Tensor[B, T * S, dim]) -> Tensor[B, dim, S1, S2]."""
-        read = torch.bmm(torch.softmax(logits, dim=-1), values)  # [B, S, dim]
-        return x + read.transpose(1, 2).reshape(x.shape)

@@ -10,6 +10,7 @@ from torch import nn
 from visolo_fast import backends
 from visolo_fast.config import VisoloConfig
 from visolo_fast.model.backbone import ResNet50Res4
+from visolo_fast.ops.memory_read import memory_read
 from visolo_fast.model.heads import (
     CategoryPostBranch,
     CategoryPreBranch,
@@ -137,11 +138,14 @@ class VisoloNet(nn.Module):
         def stack(field: str) -> torch.Tensor:  # [B, T, dim, S1, S2]
             return torch.stack([getattr(e, field) for e in stored], dim=1)
 
-        # The logits against every stored grid, soft-maxed over all T * S of them at once.
+        # Every grid against every stored grid, soft-maxed over all T * S of them at once; the
+        # category and kernel memories share those weights, so they are read together.
         keys = track.reference(stack("frame_f").flatten(0, 1)).reshape(B, -1, self.config.dim // 2)  # [B, T*S, D]
-        logits = torch.bmm(track.query(frame_f), keys.transpose(1, 2))  # [B, S, T*S]
-        cat_in = self.Memory_module(logits, cat_f, self.Memory_module.values(stack("cat_f")))
-        kernel_in = self.Memory_module(logits, kernel_f, self.Memory_module.values(stack("kernel_f")))
+        values = torch.cat([self.Memory_module.values(stack("cat_f")), self.Memory_module.values(stack("kernel_f"))],
+                           dim=2)  # [B, T*S, 2 dim]
+        residual = torch.cat([cat_f, kernel_f], dim=1).flatten(2).transpose(1, 2)  # [B, S, 2 dim]
+        read = memory_read(track.query(frame_f), keys, values, residual, backend)  # [B, S, 2 dim]
+        cat_in, kernel_in = read.transpose(1, 2).reshape(B, 2, *cat_f.shape[1:]).unbind(1)
         association = torch.sigmoid(track(memory[-1].frame_f, frame_f)) if memory else None
 
         return FrameOutput(

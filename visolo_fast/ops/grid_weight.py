@@ -13,8 +13,8 @@ import torch
 from visolo_fast import backends
 
 OP = "grid_weight"
-# Compiled backends, fastest first, for backend="auto" (none yet: the fused kernel is issue [B]).
-IMPLEMENTED: tuple[str, ...] = ()
+# Compiled backends, fastest first, for backend="auto".
+IMPLEMENTED = ("cuda", "triton", "cpp")
 
 
 def check_input(query: torch.Tensor, keys: torch.Tensor) -> None:
@@ -30,6 +30,8 @@ def check_input(query: torch.Tensor, keys: torch.Tensor) -> None:
                          f"got {tuple(keys.shape)}")
     if keys.device != query.device:
         raise ValueError(f"grid_weight: query and keys must be on one device, got {query.device} and {keys.device}")
+    if keys.dtype != query.dtype:
+        raise TypeError(f"grid_weight: query and keys must share one dtype, got {query.dtype} and {keys.dtype}")
 
 
 def grid_weight_reference(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -51,5 +53,19 @@ def grid_weight(query: torch.Tensor, keys: torch.Tensor, backend: str = "auto") 
         Tensor[B, S], float32 (float64 for float64 inputs).
     """
     check_input(query, keys)
-    backends.resolve(backend, query.device, OP, IMPLEMENTED)
-    return grid_weight_reference(query, keys)
+    chosen = backends.resolve(backend, query.device, OP, IMPLEMENTED)
+    if chosen == "reference":
+        return grid_weight_reference(query, keys)
+    if chosen == "triton":
+        from visolo_fast.triton.grid_weight import grid_weight_triton
+
+        return grid_weight_triton(query, keys)
+    return torch.ops.visolo_fast.grid_weight(query, keys)
+
+
+if backends.extension_loaded():
+
+    @torch.library.register_fake("visolo_fast::grid_weight")
+    def _grid_weight_fake(query, keys):
+        dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+        return query.new_empty(query.shape[:2], dtype=dtype)

@@ -1,0 +1,81 @@
+"""memory_read: VISOLO's grid memory matching (spec section 2, "Memory read").
+
+Every grid of the current frame attends to every grid of every memory frame: the
+similarity of its tracking query with their reference embeddings (raw dot products,
+no scaling), a softmax over all T * S of them at once, and the weighted sum of their
+memory values, added to the current feature. The category and kernel memories share
+the weights, so they are read together as one [N, 2 * dim] value matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from visolo_fast import backends
+
+OP = "memory_read"
+# Compiled backends, fastest first, for backend="auto".
+IMPLEMENTED = ("cuda", "triton", "cpp")
+
+
+def check_input(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor) -> None:
+    names = ("query", "keys", "values", "residual")
+    for name, t in zip(names, (query, keys, values, residual)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() != 3:
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(f"memory_read: {name} must be a 3-d floating-point tensor, got {got}")
+    B, S, D = query.shape
+    N = keys.shape[1]
+    V = values.shape[2]
+    for name, t, want in (("keys", keys, (B, N, D)), ("values", values, (B, N, V)), ("residual", residual, (B, S, V))):
+        if tuple(t.shape) != want:
+            raise ValueError(f"memory_read: {name} must be {list(want)} (query is [B, S, D] = {list(query.shape)}), "
+                             f"got {list(t.shape)}")
+    if N == 0 and B * S > 0:
+        raise ValueError(f"memory_read: keys must hold N >= 1 memory grids, got {list(keys.shape)}")
+    if len({t.dtype for t in (query, keys, values, residual)}) != 1:
+        raise TypeError(f"memory_read: query, keys, values and residual must share one dtype, got "
+                        f"{[str(t.dtype) for t in (query, keys, values, residual)]}")
+    if len({t.device for t in (query, keys, values, residual)}) != 1:
+        raise ValueError("memory_read: query, keys, values and residual must be on one device")
+
+
+def memory_read_reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                          residual: torch.Tensor) -> torch.Tensor:
+    """Plain PyTorch, as the official ``Memory`` module: bmm, softmax, bmm, add; fp32
+    (fp64 for fp64 inputs) inside, the inputs' dtype out."""
+    dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    weights = torch.softmax(torch.bmm(query.to(dtype), keys.to(dtype).transpose(1, 2)), dim=-1)
+    return (residual.to(dtype) + torch.bmm(weights, values.to(dtype))).to(residual.dtype)
+
+
+def memory_read(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor,
+                backend: str = "auto") -> torch.Tensor:
+    """``residual + softmax(query @ keys^T, dim=-1) @ values``.
+
+    Args:
+        query (Tensor[B, S, D]): the current frame's tracking query embeddings (D = 128 in VISOLO).
+        keys (Tensor[B, N, D]): the reference embeddings of all memory grids (N = T * S).
+        values (Tensor[B, N, V]): their memory values (V = 512: category and kernel side by side).
+        residual (Tensor[B, S, V]): the current frame's features, added to what is read.
+        backend: see :mod:`visolo_fast.backends`.
+
+    Returns:
+        Tensor[B, S, V] in the inputs' dtype, accumulated in float32 (float64 for float64).
+    """
+    check_input(query, keys, values, residual)
+    chosen = backends.resolve(backend, query.device, OP, IMPLEMENTED)
+    if chosen == "reference":
+        return memory_read_reference(query, keys, values, residual)
+    if chosen == "triton":
+        from visolo_fast.triton.memory_read import memory_read_triton
+
+        return memory_read_triton(query, keys, values, residual)
+    return torch.ops.visolo_fast.memory_read(query, keys, values, residual)
+
+
+if backends.extension_loaded():
+
+    @torch.library.register_fake("visolo_fast::memory_read")
+    def _memory_read_fake(query, keys, values, residual):
+        return residual.new_empty(residual.shape)

@@ -1,0 +1,104 @@
+"""Triton kernel of :func:`visolo_fast.ops.memory_read`, flash-attention style: a
+program takes a block of query grids, walks the keys in blocks with an online softmax
+(the S x N affinity never goes to memory), accumulates all V value channels in one
+pass over the keys, and adds the residual in its epilogue. Imported on first use."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from visolo_fast import backends
+from visolo_fast.ops.memory_read import check_input
+
+BLOCK_S = 16
+BLOCK_N = 64
+
+
+@triton.jit
+def _memory_read_kernel(
+    q_ptr,  # [B, S, D] contiguous
+    k_ptr,  # [B, N, D] contiguous
+    v_ptr,  # [B, N, V] contiguous
+    r_ptr,  # [B, S, V] contiguous
+    o_ptr,  # [B, S, V] contiguous
+    S,
+    N,
+    D,
+    V,
+    BLOCK_S: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    DOT_F32: tl.constexpr,  # cast the operands to float32 (float32/float64 inputs, or interpreted bfloat16)
+    F64: tl.constexpr,
+):
+    b = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    d = tl.arange(0, BLOCK_D)
+    v = tl.arange(0, BLOCK_V)
+    row_ok = rows < S
+    acc_t = tl.float64 if F64 else tl.float32
+    q = tl.load(q_ptr + (b * S + rows[:, None]) * D + d[None, :], mask=row_ok[:, None] & (d[None, :] < D), other=0.0)
+    if DOT_F32:
+        q = q.to(acc_t)
+    m = tl.full((BLOCK_S,), float("-inf"), dtype=acc_t)
+    l = tl.zeros((BLOCK_S,), dtype=acc_t)
+    acc = tl.zeros((BLOCK_S, BLOCK_V), dtype=acc_t)
+    for start in range(0, N, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        key_ok = keys < N
+        k = tl.load(k_ptr + (b * N + keys[:, None]) * D + d[None, :], mask=key_ok[:, None] & (d[None, :] < D), other=0.0)
+        if DOT_F32:
+            k = k.to(acc_t)
+        if F64:
+            logits = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # NB: no float64 tl.dot
+        else:
+            # NB: "ieee" for float32: the GPU default, TF32, loses 3 digits
+            logits = tl.dot(q, tl.trans(k), input_precision="ieee", out_dtype=tl.float32)
+        logits = tl.where(key_ok[None, :], logits.to(acc_t), float("-inf"))
+        new_m = tl.maximum(m, tl.max(logits, axis=1))
+        rescale = tl.where(m == float("-inf"), 0.0, tl.exp(m - new_m))  # NB: no exp(-inf - -inf)
+        p = tl.exp(logits - new_m[:, None])
+        l = l * rescale + tl.sum(p, axis=1)
+        vals = tl.load(v_ptr + (b * N + keys[:, None]) * V + v[None, :], mask=key_ok[:, None] & (v[None, :] < V),
+                       other=0.0)
+        if F64:
+            acc = acc * rescale[:, None] + tl.sum(p[:, :, None] * vals.to(acc_t)[None, :, :], axis=1)
+        elif DOT_F32:
+            acc = acc * rescale[:, None] + tl.dot(p, vals.to(tl.float32), input_precision="ieee")
+        else:
+            acc = acc * rescale[:, None] + tl.dot(p.to(vals.dtype), vals, out_dtype=tl.float32)
+        m = new_m
+    out_mask = row_ok[:, None] & (v[None, :] < V)
+    res = tl.load(r_ptr + (b * S + rows[:, None]) * V + v[None, :], mask=out_mask, other=0.0)
+    out = res.to(acc_t) + acc / l[:, None]
+    tl.store(o_ptr + (b * S + rows[:, None]) * V + v[None, :], out.to(o_ptr.dtype.element_ty), mask=out_mask)
+
+
+@triton_op("visolo_fast::memory_read_triton", mutates_args=())
+def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """Triton memory_read; see :func:`visolo_fast.ops.memory_read`."""
+    check_input(query, keys, values, residual)
+    B, S, D = query.shape
+    N, V = keys.shape[1], values.shape[2]
+    if max(D, V) > 512:
+        raise ValueError(f"memory_read: the Triton backend takes D, V <= 512, got D = {D}, V = {V}")
+    out = torch.empty(residual.shape, dtype=residual.dtype, device=residual.device)
+    if out.numel() == 0:
+        return out
+    f64 = query.dtype == torch.float64
+    dot_f32 = query.dtype in (torch.float32, torch.float64) or (query.dtype == torch.bfloat16 and backends.triton_interpreted())
+    grid = (triton.cdiv(S, BLOCK_S), B)
+    wrap_triton(_memory_read_kernel)[grid](
+        query.contiguous(), keys.contiguous(), values.contiguous(), residual.contiguous(), out, S, N, D, V,
+        BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(D)),
+        BLOCK_V=max(16, triton.next_power_of_2(V)), DOT_F32=dot_f32, F64=f64)
+    return out
+
+
+@memory_read_triton.register_fake
+def _memory_read_triton_fake(query, keys, values, residual):
+    return residual.new_empty(residual.shape)
