@@ -44,6 +44,8 @@ def test_adversarial_and_official_size(backend, device):
     require_backend(backend, device, "mask_dedup_keep")
     masks = adversarial(60)
     assert torch.equal(mask_dedup(masks.to(device), backend=backend).cpu(), official_loop(masks, 0.5))
+    empty = torch.zeros((7, 5, 9), dtype=torch.bool)
+    assert not mask_dedup(empty.to(device), backend=backend).any()
     if backend == "triton" and backends.triton_interpreted():
         return  # the official size is too slow for the interpreter's intersections
     g = torch.Generator().manual_seed(2)

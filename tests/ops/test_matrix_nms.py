@@ -99,6 +99,7 @@ CASES = {
     "random-one-label": lambda K: (random_case(K, 1, K)[0], torch.zeros(K, dtype=torch.int64)),
     "random-many-labels": lambda K: random_case(K, 7, K)[:2],
     "adversarial": lambda K: (adversarial(K), torch.randint(0, 3, (K,), generator=torch.Generator().manual_seed(K))),
+    "all-empty": lambda K: (torch.zeros((K, 5, 9), dtype=torch.bool), torch.arange(K) % 2),
     "identical": lambda K: (random_case(1, 1, 3)[0].expand(K, -1, -1).clone(), torch.zeros(K, dtype=torch.int64)),
     "nested": lambda K: (torch.stack([torch.arange(60).reshape(6, 10) < 60 - 5 * k for k in range(K)]) if K else
                          torch.zeros((0, 6, 10), dtype=torch.bool), torch.zeros(K, dtype=torch.int64)),
