@@ -1,5 +1,7 @@
-"""Results in and out of visolo_fast: YouTube-VIS json."""
+"""Frames and results in and out of visolo_fast: video files, image folders, cameras,
+mp4 overlays, YouTube-VIS json."""
 
-from visolo_fast.io.ytvis import encode_rle, to_ytvis
+from visolo_fast.io.video import FrameSource, InputError, VideoWriter
+from visolo_fast.io.ytvis import ResultsRecorder, encode_rle, to_ytvis
 
-__all__ = ["encode_rle", "to_ytvis"]
+__all__ = ["FrameSource", "InputError", "ResultsRecorder", "VideoWriter", "encode_rle", "to_ytvis"]

@@ -51,3 +51,38 @@ def to_ytvis(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, vi
         }
         for score, label, track_masks in zip(scores.tolist(), labels, masks)
     ]
+
+
+class ResultsRecorder:
+    """Collects a stream's frame results as COCO RLEs (a few hundred bytes per instance
+    and frame, not masks), and writes the YouTube-VIS results list at the end."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._rles: dict[int, dict[int, dict]] = {}
+
+    def add(self, result) -> None:
+        """A :class:`visolo_fast.FrameResult`."""
+        for track, rle in zip(result.track_ids.tolist(), encode_rle(result.masks)):
+            if rle is not None:
+                self._rles.setdefault(track, {})[result.index] = rle
+        self.frames = max(self.frames, result.index + 1)
+
+    def entries(self, scores: torch.Tensor, labels: torch.Tensor, video_id,
+                category_ids: Sequence[int] | None = None) -> list[dict]:
+        """One entry per track, entry k for track k, ``segmentations`` over the frames recorded.
+
+        Args:
+            scores, labels (Tensor[K]): the tracks' categories (``Tracker.track_categories()``).
+        """
+        out = []
+        for track in range(len(labels)):
+            label = int(labels[track])
+            frames = self._rles.get(track, {})
+            out.append({
+                "video_id": video_id,
+                "category_id": int(category_ids[label]) if category_ids is not None else label + 1,
+                "score": float(scores[track]),
+                "segmentations": [frames.get(t) for t in range(self.frames)],
+            })
+        return out
