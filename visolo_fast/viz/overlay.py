@@ -35,7 +35,9 @@ def draw_overlay(frame: np.ndarray, masks: np.ndarray, track_ids: Sequence[int],
         if len(ys):
             name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
             text = f"{int(track)} {name} {float(score):.2f}"
-            org = (int(xs.min()), max(int(ys.min()) - 4, 12))
+            # at the mask's centre (masks that touch one corner would share a corner label)
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+            org = (int(np.clip(xs.mean() - tw / 2, 0, max(out.shape[1] - tw, 0))), int(np.clip(ys.mean(), th, out.shape[0] - 2)))
             cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     return out
