@@ -46,7 +46,7 @@ at::Tensor memory_read_cpu(const at::Tensor& query, const at::Tensor& keys, cons
                            const at::Tensor& residual) {
   memory_read_check(query, keys, values, residual);
   const auto acc = accumulate_type(query, keys);
-  if (query.numel() == 0 || residual.numel() == 0) {
+  if (residual.numel() == 0) {
     return residual.clone(at::MemoryFormat::Contiguous);
   }
   // NB: ATen's vectorised softmax, in place; the CUDA kernel's online softmax

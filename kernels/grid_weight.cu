@@ -34,7 +34,7 @@ __global__ void grid_weight_kernel(const scalar_t* __restrict__ query,  // [B, S
         const scalar_t* k = keys + ((b * E + e) * S2 + j) * D;
         acc_t logit = 0;
         for (int64_t d = 0; d < D; ++d) logit += static_cast<acc_t>(q[d]) * static_cast<acc_t>(k[d]);
-        m = logit > m ? logit : m;
+        m = (m != m || logit != logit || logit > m) ? (m != m ? m : logit) : m;  // NaN sticks, as amax
       }
       best[e] = m;
     }

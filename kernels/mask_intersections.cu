@@ -58,8 +58,8 @@ at::Tensor mask_intersections_cuda(const at::Tensor& masks) {
   const c10::cuda::CUDAGuard guard(masks.device());
   at::Tensor inter = mask_intersections_check_and_allocate(masks);
   const int64_t K = masks.size(0), n = masks.size(1) * masks.size(2), words = (n + 63) / 64;
-  if (K == 0) {
-    return inter;
+  if (K == 0 || n == 0) {
+    return inter.zero_();  // NB: no zero-block launch for masks without pixels
   }
   TORCH_CHECK(K <= 65535, "mask_intersections: at most 65535 masks on CUDA, got ", K);
   const at::Tensor in = masks.contiguous();

@@ -55,6 +55,15 @@ def test_backends_match_reference(backend, device, dtype, B, E, S, S2, D):
           backend, device)
 
 
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_nan_propagates_as_the_reference(backend, device):
+    require_backend(backend, device, "grid_weight")
+    q, k = torch.randn(1, 4, 8), torch.randn(1, 2, 5, 8)
+    k[0, 1, 2, 3] = float("nan")  # every query's best logit against frame 1 is NaN
+    got = grid_weight(q.to(device), k.to(device), backend=backend).cpu()
+    assert torch.isnan(got).all() and torch.isnan(grid_weight_reference(q, k)).all()
+
+
 @settings(max_examples=20, deadline=None)
 @given(B=st.integers(1, 3), E=st.integers(1, 3), S=st.integers(1, 20), S2=st.integers(1, 20), D=st.integers(1, 20),
        backend=st.sampled_from(["cpp", "triton"]))

@@ -49,6 +49,14 @@ def test_official_size(backend, device):
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_masks_without_pixels(backend, device):
+    require_backend(backend, device, "mask_intersections")
+    for shape in [(3, 0, 5), (2, 4, 0)]:
+        got = mask_intersections(torch.zeros(shape, dtype=torch.bool, device=device), backend=backend)
+        assert got.shape == (shape[0], shape[0]) and not got.any()
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 def test_non_contiguous(backend, device):
     require_backend(backend, device, "mask_intersections")
     masks = adversarial(9).transpose(1, 2)

@@ -84,6 +84,8 @@ def test_non_contiguous_and_empty(backend, device):
     check(args, backend, device)
     empty = make(0, 9, 2, D=8, V=12)
     assert memory_read(*[a.to(device) for a in empty], backend=backend).shape == (0, 9, 12)
+    # D = 0: every logit is 0, the read is the mean of the values
+    check(make(2, 3, 2, D=0, V=5, seed=1), backend, device)
 
 
 @settings(max_examples=20, deadline=None)

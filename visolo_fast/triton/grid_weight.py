@@ -33,7 +33,10 @@ def _grid_weight_kernel(q_ptr, k_ptr, o_ptr, S, E, S2, D, BLOCK_S: tl.constexpr,
                         mask=(keys[:, None] < S2) & (d[None, :] < D), other=0.0).to(acc_t)
             # NB: an exact float32/64 product (broadcast and sum), as small as this op is
             logits = tl.sum(q[:, None, :] * k[None, :, :], axis=2)
-            best = tl.maximum(best, tl.max(tl.where(keys[None, :] < S2, logits, float("-inf")), axis=1))
+            logits = tl.where(keys[None, :] < S2, logits, float("-inf"))
+            nans = tl.sum((logits != logits).to(tl.int32), axis=1)
+            part = tl.where(nans > 0, float("nan"), tl.max(tl.where(logits != logits, float("-inf"), logits), axis=1))
+            best = tl.where((best != best) | (part != part) | (part > best), tl.where(best != best, best, part), best)
         total += 1.0 / (1.0 + tl.exp(-best))
     tl.store(o_ptr + b * S + rows, total / E, mask=rows < S)
 

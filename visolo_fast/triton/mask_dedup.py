@@ -19,8 +19,9 @@ def _mask_dedup_kernel(inter_ptr, keep_ptr, K, threshold, BLOCK: tl.constexpr):
     for i in range(0, K):
         keep_i = tl.sum(tl.where(j == i, keep.to(tl.int32), 0), axis=0) > 0
         row = tl.load(inter_ptr + i * K + j, mask=inside, other=0)
-        # NB: the official test in float32, the threshold rounded to float32 (passed as one).
-        covered = row.to(tl.float32) / areas.to(tl.float32) > threshold
+        # NB: the official test in float32, the threshold rounded to float32 (passed as one);
+        # div_rn: compiled "/" may be 2 ulp off, and 1/5 against 0.2 must come out exact.
+        covered = tl.div_rn(row.to(tl.float32), areas.to(tl.float32)) > threshold
         keep = keep & ~(covered & (j > i) & keep_i)
     tl.store(keep_ptr + j, keep, mask=inside)
 

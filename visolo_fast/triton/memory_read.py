@@ -1,7 +1,12 @@
 """Triton kernel of :func:`visolo_fast.ops.memory_read`, flash-attention style: a
-program takes a block of query grids, walks the keys in blocks with an online softmax
-(the S x N affinity never goes to memory), accumulates all V value channels in one
-pass over the keys, and adds the residual in its epilogue. Imported on first use."""
+program takes a block of query grids and a block of value channels (256: VISOLO's
+category half or kernel half), walks the keys in blocks with an online softmax (the
+S x N affinity never goes to memory), and adds the residual in its epilogue.
+Imported on first use.
+
+NB: a [keys, 512] value tile in float32 would not fit one program's shared memory on
+an H100 with pipelining; two programs per query block each take one half, at the cost
+of computing the (cheaper, D = 128) logits twice. Not yet measured on a GPU."""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from visolo_fast import backends
 from visolo_fast.ops.memory_read import check_input
 
 BLOCK_S = 16
-BLOCK_N = 64
+BLOCK_N = 32
+MAX_BLOCK_V = 256
 
 
 @triton.jit
@@ -38,7 +44,7 @@ def _memory_read_kernel(
     b = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
-    v = tl.arange(0, BLOCK_V)
+    v = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
     row_ok = rows < S
     acc_t = tl.float64 if F64 else tl.float32
     q = tl.load(q_ptr + (b * S + rows[:, None]) * D + d[None, :], mask=row_ok[:, None] & (d[None, :] < D), other=0.0)
@@ -89,13 +95,18 @@ def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
     out = torch.empty(residual.shape, dtype=residual.dtype, device=residual.device)
     if out.numel() == 0:
         return out
+    if B > 65535:
+        raise ValueError(f"memory_read: the Triton backend takes B <= 65535 (a grid axis), got {B}")
     f64 = query.dtype == torch.float64
     dot_f32 = query.dtype in (torch.float32, torch.float64) or (query.dtype == torch.bfloat16 and backends.triton_interpreted())
-    grid = (triton.cdiv(S, BLOCK_S), B)
+    # NB: float64 has no tl.dot: its broadcast products take [BLOCK_S, BLOCK_N, BLOCK_V]
+    # registers, so it gets narrow value blocks.
+    block_v = min(32 if f64 else MAX_BLOCK_V, max(16, triton.next_power_of_2(V)))
+    grid = (triton.cdiv(S, BLOCK_S), B, triton.cdiv(V, block_v))
     wrap_triton(_memory_read_kernel)[grid](
         query.contiguous(), keys.contiguous(), values.contiguous(), residual.contiguous(), out, S, N, D, V,
-        BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_V=max(16, triton.next_power_of_2(V)), DOT_F32=dot_f32, F64=f64)
+        BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_V=block_v,
+        DOT_F32=dot_f32, F64=f64)
     return out
 
 
