@@ -15,9 +15,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_rows, device_name, median_ms, print_table  # noqa: E402
+from common import append_rows, available, device_name, median_ms, print_table  # noqa: E402
 
-from visolo_fast import backends  # noqa: E402
 from visolo_fast.ops.add_coords import IMPLEMENTED, add_coords  # noqa: E402
 
 # res4 of one 352 x 624 frame (what the kernel and mask branches see), and of a batch of 8 streams.
@@ -30,9 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     device = torch.device(args.device)
-    names = ["reference"] + [b for b in IMPLEMENTED
-                             if backends.why_unavailable(b, device, "add_coords") is None
-                             and not (b == "triton" and device.type == "cpu")]  # the interpreter is no benchmark
+    names = available("add_coords", IMPLEMENTED, device)
     rows = []
     for shape in SHAPES:
         for dtype in (torch.float32, torch.float16):

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_rows, device_name, median_ms, peak_mb, print_table  # noqa: E402
+from common import append_rows, available, device_name, median_ms, peak_mb, print_table  # noqa: E402
 
-from visolo_fast import backends  # noqa: E402
 from visolo_fast.ops import dynamic_masks, resize_masks  # noqa: E402
 from visolo_fast.ops.dynamic_masks import IMPLEMENTED as DYNAMIC_MASKS_BACKENDS  # noqa: E402
 from visolo_fast.ops.resize_masks import IMPLEMENTED as RESIZE_MASKS_BACKENDS  # noqa: E402
@@ -44,11 +43,6 @@ def inputs(kind: str, K: int, device: torch.device):
     features = 6 * (1 - d2 / radius**2).clamp(min=-1) + 0.1 * torch.randn(E, h, w, generator=g)
     kernels = torch.eye(E)[torch.arange(K) % E]
     return features.to(device), kernels.to(device)
-
-
-def available(op: str, implemented, device) -> list[str]:
-    return ["reference"] + [b for b in implemented if backends.why_unavailable(b, device, op) is None
-                            and not (b == "triton" and device.type == "cpu")]  # the interpreter is no benchmark
 
 
 def main() -> None:

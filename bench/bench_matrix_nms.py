@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_rows, device_name, median_ms, print_table  # noqa: E402
+from common import append_rows, available, device_name, median_ms, print_table  # noqa: E402
 
-from visolo_fast import backends  # noqa: E402
 from visolo_fast.ops import mask_dedup, matrix_nms  # noqa: E402
 from visolo_fast.ops.matrix_nms import IMPLEMENTED  # noqa: E402
 
@@ -43,8 +42,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     device = torch.device(args.device)
-    names = ["reference"] + [b for b in IMPLEMENTED if backends.why_unavailable(b, device, "matrix_nms_decay") is None
-                             and not (b == "triton" and device.type == "cpu")]  # the interpreter is no benchmark
+    names = available("matrix_nms_decay", IMPLEMENTED, device)
     rows = []
     for K in (10, 100, 252):
         g = torch.Generator().manual_seed(K)

@@ -18,19 +18,13 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_rows, device_name, median_ms, peak_mb, print_table  # noqa: E402
+from common import append_rows, available, device_name, median_ms, peak_mb, print_table  # noqa: E402
 
-from visolo_fast import backends  # noqa: E402
 from visolo_fast.ops import grid_weight  # noqa: E402
 from visolo_fast.ops.grid_weight import IMPLEMENTED as GRID_WEIGHT_BACKENDS  # noqa: E402
 from visolo_fast.ops.memory_read import IMPLEMENTED, memory_read  # noqa: E402
 
 S, D, V = 252, 128, 512
-
-
-def available(op, implemented, device):
-    return ["reference"] + [b for b in implemented if backends.why_unavailable(b, device, op) is None
-                            and not (b == "triton" and device.type == "cpu")]  # the interpreter is no benchmark
 
 
 def main() -> None:

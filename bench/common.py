@@ -66,6 +66,15 @@ def append_rows(name: str, rows: list[dict]) -> str:
     return path
 
 
+def available(op: str, implemented: tuple[str, ...], device: torch.device) -> list[str]:
+    """The reference, then the op's compiled backends that run on `device` (never the
+    Triton interpreter: it is a correctness tool, no benchmark)."""
+    from visolo_fast import backends
+
+    return ["reference"] + [b for b in implemented if backends.why_unavailable(b, device, op) is None
+                            and not (b == "triton" and device.type == "cpu")]
+
+
 def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
     """The CUDA allocator's peak during fn() beyond what was allocated before, in MB."""
     torch.cuda.synchronize()

@@ -14,18 +14,9 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from visolo_fast.ops.dynamic_masks import check_input, cut_for, logits_of, output_shapes
+from visolo_fast.triton.bilinear import bilinear_taps
 
 BLOCK = 2048
-
-
-@triton.jit
-def _taps(dst, in_size):
-    """bilinear::source of kernels/bilinear.cuh for a x4 upsample (scale 0.25)."""
-    src = tl.maximum(0.25 * (dst.to(tl.float32) + 0.5) - 0.5, 0.0)
-    i0 = tl.minimum(src.to(tl.int64), in_size - 1)
-    w1 = src - i0.to(tl.float32)
-    i1 = i0 + (i0 < in_size - 1).to(tl.int64)
-    return i0, i1, 1.0 - w1, w1
 
 
 @triton.jit
@@ -48,8 +39,8 @@ def _dynamic_masks_kernel(
     inside = offs < pixels
     y = offs // W
     x = offs % W
-    y0, y1, wy0, wy1 = _taps(y, h)
-    x0, x1, wx0, wx1 = _taps(x, w)
+    y0, y1, wy0, wy1 = bilinear_taps(y, h, 0.25)
+    x0, x1, wx0, wx1 = bilinear_taps(x, w, 0.25)
     base = logits_ptr + m * h * w
     # NB: every access masked: an unmasked load past the map is not caught by the interpreter.
     a = tl.load(base + y0 * w + x0, mask=inside, other=0.0)

@@ -10,18 +10,9 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from visolo_fast.ops.resize_masks import check_input
+from visolo_fast.triton.bilinear import bilinear_taps
 
 BLOCK = 2048
-
-
-@triton.jit
-def _taps(dst, in_size, scale):
-    """bilinear::source of kernels/bilinear.cuh, float32."""
-    src = tl.maximum(scale * (dst.to(tl.float32) + 0.5) - 0.5, 0.0)
-    i0 = tl.minimum(src.to(tl.int64), in_size - 1)
-    w1 = src - i0.to(tl.float32)
-    i1 = i0 + (i0 < in_size - 1).to(tl.int64)
-    return i0, i1, 1.0 - w1, w1
 
 
 @triton.jit
@@ -43,8 +34,8 @@ def _resize_masks_kernel(
     x = offs % Wo
     y = (offs // Wo) % Ho
     k = offs // (Wo * Ho)
-    y0, y1, wy0, wy1 = _taps(y, H, sy)
-    x0, x1, wx0, wx1 = _taps(x, W, sx)
+    y0, y1, wy0, wy1 = bilinear_taps(y, H, sy)
+    x0, x1, wx0, wx1 = bilinear_taps(x, W, sx)
     base = masks_ptr + k * H * W
     a = tl.load(base + y0 * W + x0, mask=inside, other=0).to(tl.float32)
     b = tl.load(base + y0 * W + x1, mask=inside, other=0).to(tl.float32)
