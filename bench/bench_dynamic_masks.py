@@ -19,7 +19,6 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import append_rows, available, device_name, median_ms, peak_mb, print_table  # noqa: E402

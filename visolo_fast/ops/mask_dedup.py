@@ -11,7 +11,11 @@ import numpy as np
 import torch
 
 from visolo_fast import backends
-from visolo_fast.ops.mask_intersections import mask_intersections, mask_intersections_reference
+from visolo_fast.ops.mask_intersections import (
+    check_intersection_matrix,
+    mask_intersections,
+    mask_intersections_reference,
+)
 
 OP = "mask_dedup_keep"  # the registered op that does the work after mask_intersections
 # Compiled backends of the greedy pass over the intersections, fastest first, for backend="auto".
@@ -53,9 +57,7 @@ def mask_dedup_from_intersections(inter: torch.Tensor, threshold: float = 0.5, b
         inter (int64 Tensor[K, K]): ``|M_i & M_j|``, areas on the diagonal, masks in score order.
         threshold, backend: as :func:`mask_dedup`.
     """
-    if not isinstance(inter, torch.Tensor) or inter.dtype != torch.int64 or inter.dim() != 2 or inter.shape[0] != inter.shape[1]:
-        got = f"{inter.dtype} {tuple(inter.shape)}" if isinstance(inter, torch.Tensor) else type(inter).__name__
-        raise TypeError(f"mask_dedup: inter must be an int64 Tensor[K, K] (mask_intersections), got {got}")
+    check_intersection_matrix(inter, "mask_dedup")
     chosen = backends.resolve(backend, inter.device, OP, IMPLEMENTED)
     if chosen == "reference":
         return mask_dedup_from_intersections_reference(inter, threshold)

@@ -18,6 +18,13 @@ def check_input(masks: torch.Tensor) -> None:
         raise TypeError(f"mask_intersections: masks must be a bool Tensor[K, H, W], got {got}")
 
 
+def check_intersection_matrix(inter: torch.Tensor, op: str) -> None:
+    """For the ops that take this op's output: an int64 Tensor[K, K]."""
+    if not isinstance(inter, torch.Tensor) or inter.dtype != torch.int64 or inter.dim() != 2 or inter.shape[0] != inter.shape[1]:
+        got = f"{inter.dtype} {tuple(inter.shape)}" if isinstance(inter, torch.Tensor) else type(inter).__name__
+        raise TypeError(f"{op}: inter must be an int64 Tensor[K, K] (mask_intersections), got {got}")
+
+
 def mask_intersections_reference(masks: torch.Tensor) -> torch.Tensor:
     """Plain PyTorch, the official way: a float32 product of the 0/1 masks (exact counts
     up to 2^24 pixels per mask), returned as int64."""

@@ -10,7 +10,11 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
-from visolo_fast.ops.mask_intersections import mask_intersections, mask_intersections_reference
+from visolo_fast.ops.mask_intersections import (
+    check_intersection_matrix,
+    mask_intersections,
+    mask_intersections_reference,
+)
 
 OP = "matrix_nms_decay"  # the registered op that does the work after mask_intersections
 # Compiled backends of the decay from the intersections, fastest first, for backend="auto".
@@ -22,25 +26,27 @@ def check_input(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
         got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise TypeError(f"matrix_nms: masks must be a bool Tensor[K, H, W], got {got}")
-    K = masks.shape[0]
+    _check_per_mask(masks.shape[0], masks.device, "masks", labels, scores, kernel)
+
+
+def check_intersections(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str) -> None:
+    check_intersection_matrix(inter, "matrix_nms")
+    _check_per_mask(inter.shape[0], inter.device, "inter", labels, scores, kernel)
+
+
+def _check_per_mask(K: int, device: torch.device, first: str, labels: torch.Tensor, scores: torch.Tensor,
+                    kernel: str) -> None:
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (K,):
         got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise TypeError(f"matrix_nms: labels must be an int64 Tensor[{K}] (one per mask), got {got}")
     if not isinstance(scores, torch.Tensor) or not scores.is_floating_point() or tuple(scores.shape) != (K,):
         got = f"{scores.dtype} {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise TypeError(f"matrix_nms: scores must be a floating-point Tensor[{K}] (one per mask), got {got}")
-    if not (masks.device == labels.device == scores.device):
-        raise ValueError(f"matrix_nms: masks, labels and scores must be on one device, got {masks.device}, "
+    if not (device == labels.device == scores.device):
+        raise ValueError(f"matrix_nms: {first}, labels and scores must be on one device, got {device}, "
                          f"{labels.device}, {scores.device}")
     if kernel not in KERNELS:
         raise ValueError(f"matrix_nms: kernel must be one of {KERNELS}, got {kernel!r}")
-
-
-def check_intersections(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str) -> None:
-    if not isinstance(inter, torch.Tensor) or inter.dtype != torch.int64 or inter.dim() != 2 or inter.shape[0] != inter.shape[1]:
-        got = f"{inter.dtype} {tuple(inter.shape)}" if isinstance(inter, torch.Tensor) else type(inter).__name__
-        raise TypeError(f"matrix_nms: inter must be an int64 Tensor[K, K] (mask_intersections), got {got}")
-    check_input(torch.empty((inter.shape[0], 0, 0), dtype=torch.bool, device=inter.device), labels, scores, kernel)
 
 
 def matrix_nms_from_intersections_reference(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
