@@ -3,7 +3,7 @@
 from visolo_fast.backends import BACKENDS, BackendUnavailable, available_backends
 from visolo_fast.checkpoint import CheckpointError, load_model, save_model
 from visolo_fast.config import VisoloConfig
-from visolo_fast.engine import FrameResult, Tracker, VideoResult
+from visolo_fast.engine import FrameResult, StageTimes, Tracker, VideoResult, step_many
 from visolo_fast.model import FrameOutput, MemoryEntry, VisoloNet
 from visolo_fast.preprocess import preprocess
 
@@ -16,6 +16,7 @@ __all__ = [
     "FrameOutput",
     "FrameResult",
     "MemoryEntry",
+    "StageTimes",
     "Tracker",
     "VisoloConfig",
     "VideoResult",
@@ -24,4 +25,5 @@ __all__ = [
     "load_model",
     "preprocess",
     "save_model",
+    "step_many",
 ]

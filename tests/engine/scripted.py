@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from visolo_fast import FrameOutput, VisoloConfig
+from visolo_fast.model import Encoded
 
 NUM_IDS = 64  # object identities available to a script
 # Squared scale of the embeddings: the logit of two objects is SCALE2 * (1 - 1/NUM_IDS) - 1
@@ -65,27 +66,53 @@ class ScriptedNet(nn.Module):
         self.Tracking_branch = ScriptedTracking()
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the tracker a device
 
-    def forward_frame(self, images, memory=(), backend="auto") -> FrameOutput:
+    def _next_frame(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frame_f [1, NUM_IDS, S1, S2], scores [1, C, S], kernels [1, dim, S], features [1, dim, h, w]) of
+        the next scripted frame: kernel and mask-feature channel c belong to the frame's object c."""
         objs = self.script[self.calls]
         self.calls += 1
         S1, S2 = CONFIG.grid
         h, w = CONFIG.input_size[0] // 4, CONFIG.input_size[1] // 4
+        if len(objs) > CONFIG.dim:
+            raise ValueError(f"ScriptedNet: at most {CONFIG.dim} objects per frame")
         simplex = (torch.eye(NUM_IDS) - 1 / NUM_IDS) * SCALE2**0.5
         frame_f = torch.zeros(1, NUM_IDS, S1 * S2)
         scores = torch.zeros(1, CONFIG.num_classes, S1 * S2)
-        kernels = torch.zeros(1, len(objs) or 1, S1 * S2)
-        features = torch.full((1, len(objs) or 1, h, w), -10.0)
+        kernels = torch.zeros(1, CONFIG.dim, S1 * S2)
+        features = torch.full((1, CONFIG.dim, h, w), -10.0)
         for c, o in enumerate(objs):
             frame_f[0, :, o.grid] = simplex[o.identity] * o.similarity
             scores[0, o.label, o.grid] = o.score
             kernels[0, c, o.grid] = 1.0
             y0, x0, y1, x1 = o.box
             features[0, c, y0:y1, x0:x1] = 10.0
-        frame_f = frame_f.reshape(1, NUM_IDS, S1, S2)
+        return frame_f.reshape(1, NUM_IDS, S1, S2), scores, kernels, features
+
+    # The reference engine's interface.
+    def forward_frame(self, images, memory=(), backend="auto") -> FrameOutput:
+        frame_f, scores, kernels, features = self._next_frame()
         association = torch.sigmoid(self.Tracking_branch(memory[-1].frame_f, frame_f)) if memory else None
         return FrameOutput(frame_f=frame_f, cat_f=frame_f.clone(), kernel_f=frame_f.clone(), mask_features=features,
-                           scores=scores.reshape(1, -1, S1, S2), kernels=kernels.reshape(1, -1, S1, S2),
+                           scores=scores.reshape(1, -1, *CONFIG.grid), kernels=kernels.reshape(1, -1, *CONFIG.grid),
                            association=association)
+
+    # The fast engine's interface: the scripted scores and kernels pass through the memory
+    # read as its residual (the memory's values are zero).
+    def backbone(self, images):
+        return images, images, images
+
+    def encode_features(self, res2, res3, res4, backend="auto") -> Encoded:
+        frame_f, scores, kernels, features = self._next_frame()
+        track = self.Tracking_branch
+        padded = torch.zeros(1, CONFIG.dim, scores.shape[2])
+        padded[:, :CONFIG.num_classes] = scores
+        residual = torch.cat([padded, kernels], dim=1).transpose(1, 2)  # [1, S, 2 dim]
+        return Encoded(features, track.query(frame_f), track.reference(frame_f), torch.zeros_like(residual), residual)
+
+    def predict(self, read):
+        scores = read[:, :, :CONFIG.num_classes].transpose(1, 2).reshape(read.shape[0], -1, *CONFIG.grid)
+        kernels = read[:, :, CONFIG.dim:].transpose(1, 2).reshape(read.shape[0], -1, *CONFIG.grid)
+        return scores, kernels
 
 
 def blank_frames(n: int) -> list:

@@ -6,7 +6,7 @@ import torch
 from tests.engine.scripted import Obj, ScriptedNet, blank_frames
 from visolo_fast import Tracker
 from visolo_fast.engine import MemoryBank
-from visolo_fast.engine import tracker as tracker_module
+from visolo_fast.engine import frames as frames_module
 
 
 def official_memory_lists(last: int) -> list[list[int]]:
@@ -57,36 +57,50 @@ def test_memory_frames_come_in_order():
         bank.add(2, "b")
 
 
-def test_tracker_reads_the_policys_memory_and_weights(monkeypatch):
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_tracker_reads_the_policys_memory_and_weights(monkeypatch, backend):
     """The tracker hands the network the memory as it stands after the previous frame,
-    and computes each frame's grid weight from the right earlier frames."""
+    and computes each frame's grid weight from the right earlier frames (both engines:
+    the reference hands over stored features, the fast engine cached keys)."""
     n = 14
     script = [[Obj(grid=t % 6, identity=t, box=(0, 0, 4, 4))] for t in range(n)]
     net = ScriptedNet(script)
+    S = net.config.num_grids
     seen_memory = []
-    forward = net.forward_frame
+    # Which frame each memory entry is: the identity of the object it shows (= its frame index).
+    if backend == "reference":
+        forward = net.forward_frame
 
-    def spy_forward(images, memory=(), backend="auto"):
-        # which frame each entry is: the identity of the object it shows (= its frame index)
-        seen_memory.append([int(e.frame_f.flatten(2)[0].amax(1).argmax()) for e in memory])
-        return forward(images, memory, backend)
+        def spy_forward(images, memory=(), backend="auto"):
+            seen_memory.append([int(e.frame_f.flatten(2)[0].amax(1).argmax()) for e in memory])
+            return forward(images, memory, backend)
 
-    net.forward_frame = spy_forward
+        net.forward_frame = spy_forward
+    else:
+        real_memory_read = frames_module.memory_read
+
+        def spy_memory_read(query, keys, values, residual, backend="auto"):
+            blocks = keys[0].split(S)  # one block of S keys per entry
+            seen_memory.append([int(k[:, :-1].amax(0).argmax()) for k in blocks])
+            return real_memory_read(query, keys, values, residual, backend)
+
+        monkeypatch.setattr(frames_module, "memory_read", spy_memory_read)
     weights = []
-    real_grid_weight = tracker_module.grid_weight
+    real_grid_weight = frames_module.grid_weight
 
     def spy_grid_weight(query, keys, backend="auto"):
         weights.append((query, keys))
         return real_grid_weight(query, keys, backend)
 
-    monkeypatch.setattr(tracker_module, "grid_weight", spy_grid_weight)
-    tracker = Tracker(net)
+    monkeypatch.setattr(frames_module, "grid_weight", spy_grid_weight)
+    tracker = Tracker(net, backend=backend)
     for frame in blank_frames(n):
         tracker.step(frame)
     tracker.flush()
     history = official_memory_lists(n)
     assert tracker.memory_frames == history[n - 1]
-    assert seen_memory[0] == []
+    # The first frame reads itself: an empty memory (reference), its own keys (fast engine).
+    assert seen_memory[0] == ([] if backend == "reference" else [0])
     for t in range(1, n):
         assert seen_memory[t] == history[t - 1], f"memory read by frame {t}"
 

@@ -147,8 +147,9 @@ def test_ytvis_json_decodes_to_the_masks(video):
 
 
 def _tracker_state(tracker: Tracker) -> tuple[int, int]:
-    """(objects, tensor bytes) reachable from the tracker, minus the network and its memory entries."""
-    skip = {id(tracker.net), id(tracker._memory)}
+    """(objects, tensor bytes) reachable from the tracker, minus the network (and the fast
+    engine's runner of it, shared by every tracker of the model) and its memory entries."""
+    skip = {id(tracker.net), id(tracker._frames.memory), id(getattr(tracker._frames, "runner", None))}
     seen, stack, nbytes = set(skip), [tracker], 0
     while stack:
         obj = stack.pop()

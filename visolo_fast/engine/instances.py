@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 
 from visolo_fast.config import VisoloConfig
+from visolo_fast.engine.stages import stage
 from visolo_fast.ops import dynamic_masks, mask_intersections
 from visolo_fast.ops.mask_dedup import mask_dedup_from_intersections
 from visolo_fast.ops.matrix_nms import matrix_nms_from_intersections
@@ -65,7 +66,8 @@ def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores
     # kept grid is grid 0 has no instances (spec section 8).
     if (grids.sum() == 0) if config.official_quirks else (grids.numel() == 0):
         return _empty(mask_features, scores)
-    masks, areas, quality = dynamic_masks(mask_features, kernels.t()[grids], config.mask_thr, backend)
+    with stage("masks"):
+        masks, areas, quality = dynamic_masks(mask_features, kernels.t()[grids], config.mask_thr, backend)
     inst = FrameInstances(masks, labels[grids], best[grids] * quality.to(best.dtype), score_vecs[grids], grids)
     if not config.official_quirks:
         # An empty mask has no quality (0 / 0): dropped here rather than let its NaN score into NMS.
@@ -73,6 +75,12 @@ def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores
         if inst.count == 0:
             return _empty(mask_features, scores)
 
+    with stage("nms"):
+        return _suppress(inst, config, backend)
+
+
+def _suppress(inst: FrameInstances, config: VisoloConfig, backend: str) -> FrameInstances:
+    """Matrix NMS, the score threshold and cap, and the duplicate removal."""
     inst = inst.select(_sorted(inst.scores, config.nms_pre))
     # The pairwise intersections, computed once: Matrix NMS and the duplicate removal share them.
     inter = mask_intersections(inst.masks, backend)
@@ -80,7 +88,7 @@ def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores
                                             backend)
     kept = (decayed >= config.update_thr).nonzero()[:, 0]
     if kept.numel() == 0:
-        return _empty(mask_features, scores)
+        return inst.select(kept)
     order = kept[_sorted(decayed[kept], config.max_per_frame)]
     inst = inst._replace(scores=decayed.to(inst.scores.dtype)).select(order)
     return inst.select(mask_dedup_from_intersections(inter[order][:, order], config.dedup_thr, backend))

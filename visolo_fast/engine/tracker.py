@@ -16,10 +16,12 @@ import torch
 
 from visolo_fast import backends
 from visolo_fast.engine.association import Candidate, match_candidates, match_previous
+from visolo_fast.engine.frames import FastFrames, Ran, ReferenceFrames
 from visolo_fast.engine.instances import FrameInstances, extract_instances
-from visolo_fast.engine.memory import MemoryBank
+from visolo_fast.engine.runner import NetworkRunner
+from visolo_fast.engine.stages import stage
 from visolo_fast.io.ytvis import to_ytvis
-from visolo_fast.ops import grid_weight, resize_masks
+from visolo_fast.ops import resize_masks
 from visolo_fast.preprocess import preprocess
 
 
@@ -56,7 +58,7 @@ class _Previous(NamedTuple):
     index: int
     grids: torch.Tensor  # int64 [k]
     tracks: list[int]
-    frame_f: torch.Tensor  # [1, dim, S1, S2]
+    ran: Ran  # the frame, for its embeddings
     rows: torch.Tensor | None  # [k, S]: their similarity with every grid of the next frame
 
 
@@ -79,22 +81,42 @@ class Tracker:
     query embedding (dim / 2 floats).
     """
 
-    def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False):
+    def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False,
+                 dtype: torch.dtype = torch.float32, compile: bool | str = False, cuda_graphs: bool = False):
         """
         Args:
             net (VisoloNet): the network, with its config.
             output_size: (height, width) of the output masks; default each frame's own size.
-            backend: for the network and the ops, see :mod:`visolo_fast.backends`.
+            backend: ``"reference"`` runs the reference engine (the official structure in plain
+                PyTorch, float32); any other runs the fast engine with the ops on that backend
+                (``"auto"``: the fastest available), see :mod:`visolo_fast.backends`.
             keep_video: keep every frame result so :meth:`video_result` can assemble the
                 whole video (memory grows with the video).
+            dtype: the network's dtype in the fast engine: float32, float16 or bfloat16 (thresholds,
+                NMS and the association stay float32). Reduced precision can change a
+                decision near a threshold: README, "Performance".
+            compile: run the network's passes through ``torch.compile`` (fast engine); True for
+                its default backend (inductor), or the name of a ``torch.compile`` backend.
+            cuda_graphs: replay the network's passes from CUDA graphs (fast engine, model on a GPU).
         """
         if backend not in backends.BACKENDS:
             raise ValueError(f"Tracker: backend must be one of {backends.BACKENDS}, got {backend!r}")
         self.net, self.config, self.backend = net, net.config, backend
         self.output_size = _check_size(output_size, "Tracker: output_size")
         self.device = next(net.parameters()).device
-        self._memory: MemoryBank = MemoryBank()
-        self._pending = None  # the last frame's FrameOutput, not final yet
+        if backend == "reference":
+            if dtype != torch.float32 or compile or cuda_graphs:
+                raise ValueError(f"Tracker: the reference engine (backend='reference') runs in float32 without compile "
+                                 f"or CUDA graphs, got dtype={dtype}, compile={compile}, cuda_graphs={cuda_graphs}; "
+                                 f"use backend='auto' for the fast engine")
+            self._frames = ReferenceFrames(net)
+        else:
+            try:
+                runner = NetworkRunner.get(net, dtype, backend, compile, cuda_graphs)
+            except ValueError as exc:
+                raise ValueError(f"Tracker: {exc}") from None
+            self._frames = FastFrames(runner, backend)
+        self._pending: Ran | None = None  # the last frame the network ran on, not final yet
         self._previous: _Previous | None = None
         self._candidates: list[Candidate] = []
         self._sums = torch.zeros((0, self.config.num_classes), dtype=torch.float64, device=self.device)
@@ -116,7 +138,7 @@ class Tracker:
     @property
     def memory_frames(self) -> list[int]:
         """The indices of the frames in the model's memory, oldest first."""
-        return list(self._memory.indices)
+        return list(self._frames.memory.indices)
 
     @torch.no_grad()
     def step(self, frame) -> list[FrameResult]:
@@ -125,23 +147,30 @@ class Tracker:
         Returns:
             The frame results that became final: the previous frame's (none for the first frame).
         """
+        image = self._prepare(frame, "Tracker.step")
+        return self._advance(self._frames.run(image))
+
+    def _prepare(self, frame, caller: str) -> torch.Tensor:
+        """Checks a frame and makes it the network's input, Tensor[1, 3, H, W]."""
         if self._flushed:
-            raise RuntimeError("Tracker.step: this tracker was flushed (its video ended); start a new one with model.tracker()")
+            raise RuntimeError(f"{caller}: this tracker was flushed (its video ended); start a new one with model.tracker()")
         if not isinstance(frame, (np.ndarray, torch.Tensor)) or frame.ndim != 3 or frame.shape[-1] != 3:
             got = f"shape {tuple(frame.shape)}" if isinstance(frame, (np.ndarray, torch.Tensor)) else type(frame).__name__
-            raise ValueError(f"Tracker.step: frame must be one [H, W, 3] uint8 RGB array or tensor, got {got}")
-        cfg = self.config
-        image = preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
+            raise ValueError(f"{caller}: frame must be one [H, W, 3] uint8 RGB array or tensor, got {got}")
         size = tuple(frame.shape[:2])
         if self._frame_size is None:
             self._frame_size = size
         elif size != self._frame_size:
-            raise ValueError(f"Tracker.step: frame {self._num_frames} is {size[0]} x {size[1]}, the video's frames are "
+            raise ValueError(f"{caller}: frame {self._num_frames} is {size[0]} x {size[1]}, the video's frames are "
                              f"{self._frame_size[0]} x {self._frame_size[1]}")
-        out = self.net.forward_frame(image, self._memory.entries, self.backend)
-        results = [self._finalize(out.association)] if self._pending is not None else []
-        self._memory.add(self._num_frames, out.memory_entry)
-        self._pending = out
+        cfg = self.config
+        return preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
+
+    def _advance(self, ran: Ran) -> list[FrameResult]:
+        """Takes the network's pass over the next frame: the previous frame becomes final."""
+        results = [self._finalize(ran.association)] if self._pending is not None else []
+        self._frames.remember(self._num_frames, ran)
+        self._pending = ran
         self._num_frames += 1
         return results
 
@@ -180,31 +209,27 @@ class Tracker:
         """Extracts the pending frame's instances and gives them tracks.
 
         Args:
-            association (Tensor[1, S, S] or None): the next frame's similarity with the
+            association (Tensor[S, S] or None): the next frame's similarity with the
                 pending one (pending frame's grids as rows); None at the end of the video.
         """
-        out, index, cfg = self._pending, self._num_frames - 1, self.config
-        track = self.net.Tracking_branch
-        sources = self._memory.weight_sources()
-        weight = None
-        if sources:
-            keys = torch.stack([track.reference(entry.frame_f) for entry in sources], dim=1)  # [1, E, S, D]
-            weight = grid_weight(track.query(out.frame_f), keys, self.backend)[0]
-        inst = extract_instances(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), weight,
-                                 cfg, self.backend)
-        tracks = self._associate(index, inst, out.frame_f)
+        ran, index, cfg = self._pending, self._num_frames - 1, self.config
+        with stage("memory"):
+            weight = self._frames.grid_weight(ran)
+        inst = extract_instances(ran.mask_features, ran.kernels, ran.scores, weight, cfg, self.backend)
+        with stage("association"):
+            tracks = self._associate(index, inst, ran)
         self._previous = None if inst.count == 0 else _Previous(
-            index, inst.grids, tracks, out.frame_f, None if association is None else association[0, inst.grids])
+            index, inst.grids, tracks, ran, None if association is None else association[inst.grids])
         ids = torch.tensor(tracks, dtype=torch.int64, device=self.device)
         self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
-        size = self.output_size or self._frame_size
-        result = FrameResult(index, ids, resize_masks(inst.masks, size, cfg.mask_thr, self.backend), inst.labels,
-                             inst.scores.float())
+        with stage("masks"):
+            masks = resize_masks(inst.masks, self.output_size or self._frame_size, cfg.mask_thr, self.backend)
+        result = FrameResult(index, ids, masks, inst.labels, inst.scores.float())
         if self._kept is not None:
             self._kept.append(result)
         return result
 
-    def _associate(self, index: int, inst: FrameInstances, frame_f: torch.Tensor) -> list[int]:
+    def _associate(self, index: int, inst: FrameInstances, ran: Ran) -> list[int]:
         """Track ids for the instances of frame ``index`` (spec section 6)."""
         prev, candidates, thr = self._previous, self._candidates, self.config.tracking_thr
         tracks: list[int | None] = [None] * inst.count
@@ -212,7 +237,7 @@ class Tracker:
         if inst.count and (prev is not None or candidates):
             blocks = [prev.rows[:, inst.grids]] if prev is not None else []
             if candidates:
-                reference = self.net.Tracking_branch.reference(frame_f)[0, inst.grids]  # [k, D]
+                reference = self._frames.keys(ran, inst.grids)  # [k, D]
                 blocks += [torch.sigmoid(c.queries @ reference.T) for c in candidates]
             # The one device-to-host transfer of the frame's association.
             host = torch.cat(blocks).float().cpu().numpy()
@@ -232,7 +257,7 @@ class Tracker:
             # The previous frame's instances no current instance took may come back later.
             lost = [r for r in range(len(prev.tracks)) if r not in taken]
             if lost:
-                queries = self.net.Tracking_branch.query(prev.frame_f)[0, prev.grids[lost]]
+                queries = self._frames.queries(prev.ran, prev.grids[lost])
                 self._candidates.append(Candidate(prev.index, queries, [prev.tracks[r] for r in lost]))
         return tracks
 
@@ -246,7 +271,7 @@ class Tracker:
         self._counts.index_add_(0, ids, (score_vecs.sum(1) != 0).long())
 
 
-def segment_video(net, frames, output_size: tuple[int, int] | None = None, backend: str = "auto") -> VideoResult:
+def segment_video(net, frames, output_size: tuple[int, int] | None = None, backend: str = "auto", **options) -> VideoResult:
     """Runs a whole video; see :meth:`visolo_fast.VisoloNet.segment_video`."""
     if isinstance(frames, (torch.Tensor, np.ndarray)):
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -256,8 +281,42 @@ def segment_video(net, frames, output_size: tuple[int, int] | None = None, backe
                         f"uint8 tensor, got {type(frames).__name__}")
     if len(frames) == 0:
         raise ValueError("segment_video: no frames given")
-    tracker = Tracker(net, output_size, backend, keep_video=True)
+    tracker = Tracker(net, output_size, backend, keep_video=True, **options)
     for frame in frames:
         tracker.step(frame)
     tracker.flush()
     return tracker.video_result()
+
+
+@torch.no_grad()
+def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[list[FrameResult]]:
+    """Steps several streams at once: one frame each, the network run as one batch.
+
+    Each tracker keeps its own memory and tracks; the results are those of
+    ``[t.step(f) for t, f in zip(trackers, frames)]`` (up to float rounding: batched
+    convolutions may sum in another order). The streams may be at different frames.
+
+    Args:
+        trackers: fast-engine trackers of one model with the same settings (backend, dtype,
+            compile, CUDA graphs), each stream once.
+        frames: one uint8 RGB [H, W, 3] frame per tracker (their sizes may differ).
+
+    Returns:
+        Per tracker, what its :meth:`Tracker.step` would return.
+    """
+    trackers, frames = list(trackers), list(frames)
+    if len(trackers) != len(frames):
+        raise ValueError(f"step_many: need one frame per tracker, got {len(trackers)} trackers and {len(frames)} frames")
+    if not trackers:
+        return []
+    if len({id(t) for t in trackers}) != len(trackers):
+        raise ValueError("step_many: a tracker appears twice; step a stream once per call")
+    for i, t in enumerate(trackers):
+        if not isinstance(t, Tracker) or not isinstance(t._frames, FastFrames):
+            raise ValueError(f"step_many: trackers[{i}] must be a fast-engine Tracker (backend other than 'reference')")
+        if t._frames.runner is not trackers[0]._frames.runner or t.backend != trackers[0].backend:
+            raise ValueError(f"step_many: trackers[{i}] runs another model or other settings (backend, dtype, compile, "
+                             f"CUDA graphs) than trackers[0]; batch the trackers of one model created with the same settings")
+    images = torch.cat([t._prepare(f, f"step_many: trackers[{i}]") for i, (t, f) in enumerate(zip(trackers, frames))])
+    runs = FastFrames.run_many([t._frames for t in trackers], images)
+    return [t._advance(ran) for t, ran in zip(trackers, runs)]

@@ -1,5 +1,5 @@
 """The VISOLO network in plain PyTorch."""
 
-from visolo_fast.model.visolo import FrameOutput, MemoryEntry, VisoloNet
+from visolo_fast.model.visolo import Encoded, FrameOutput, MemoryEntry, VisoloNet
 
-__all__ = ["FrameOutput", "MemoryEntry", "VisoloNet"]
+__all__ = ["Encoded", "FrameOutput", "MemoryEntry", "VisoloNet"]

@@ -132,6 +132,13 @@ class TrackingBranch(nn.Module):
         """frame_f (Tensor[B, dim, S1, S2]) -> reference embeddings Tensor[B, S, dim / 2]."""
         return self._grids(self.track_R_conv2(self.track_R_conv1(self.conv_layers_share(F.relu(frame_f)))))
 
+    def embeddings(self, frame_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frame_f (Tensor[B, dim, S1, S2]) -> (query, reference) embeddings, each Tensor[B, S, dim / 2]:
+        :meth:`query` and :meth:`reference` with the shared convolutions run once."""
+        shared = self.conv_layers_share(F.relu(frame_f))
+        return (self._grids(self.track_Q_conv2(self.track_Q_conv1(shared))),
+                self._grids(self.track_R_conv2(self.track_R_conv1(shared))))
+
     def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
         """f1, f2 (Tensor[B, dim, S1, S2]) -> logits Tensor[B, S, S], f1's grids as rows."""
         return torch.bmm(self.query(f1), self.reference(f2).transpose(1, 2))

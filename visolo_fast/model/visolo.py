@@ -47,6 +47,18 @@ class FrameOutput(NamedTuple):
         return MemoryEntry(self.frame_f, self.cat_f, self.kernel_f)
 
 
+class Encoded(NamedTuple):
+    """The part of a frame's network pass that does not depend on the memory (the fast
+    engine's :meth:`VisoloNet.encode`), for a batch of B frames. What the memory keeps of a
+    frame, its keys and values, is computed here once, not at every later frame."""
+
+    mask_features: torch.Tensor  # F, [B, dim, H/4, W/4]
+    query: torch.Tensor  # tracking query embeddings, [B, S, dim / 2]
+    key: torch.Tensor  # tracking reference embeddings (the memory's keys), [B, S, dim / 2]
+    values: torch.Tensor  # memory values of the category and kernel features side by side, [B, S, 2 dim]
+    residual: torch.Tensor  # the category and kernel features side by side, [B, S, 2 dim]
+
+
 def init_msra_fill(module: nn.Module) -> None:
     """The official initialisation of fresh heads: He-normal (fan_out) convolutions, zero biases."""
     for m in module.modules():
@@ -73,14 +85,16 @@ class VisoloNet(nn.Module):
         self.Memory_module = Memory(cfg.dim, g)
         init_msra_fill(self)
 
-    def segment_video(self, frames, output_size: tuple[int, int] | None = None, backend: str = "auto"):
+    def segment_video(self, frames, output_size: tuple[int, int] | None = None, backend: str = "auto",
+                      dtype: torch.dtype = torch.float32, compile: bool | str = False, cuda_graphs: bool = False):
         """Segments and tracks the instances of a whole video, online, frame by frame.
 
         Args:
             frames: the video, uint8 RGB: a sequence of [H, W, 3] arrays (or tensors), or a
                 Tensor[N, H, W, 3].
             output_size: (height, width) of the output masks; default the frames' own size.
-            backend: for the network and the ops, see :mod:`visolo_fast.backends`.
+            backend, dtype, compile, cuda_graphs: the engine, see :class:`visolo_fast.Tracker`
+                (``"auto"``: the fast engine; ``"reference"``: the reference engine).
 
         Returns:
             :class:`visolo_fast.VideoResult`: ``scores`` (float32 [K]), ``labels`` (int64 [K],
@@ -88,14 +102,16 @@ class VisoloNet(nn.Module):
         """
         from visolo_fast.engine.tracker import segment_video
 
-        return segment_video(self, frames, output_size, backend)
+        return segment_video(self, frames, output_size, backend, dtype=dtype, compile=compile, cuda_graphs=cuda_graphs)
 
-    def tracker(self, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False):
+    def tracker(self, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False,
+                dtype: torch.dtype = torch.float32, compile: bool | str = False, cuda_graphs: bool = False):
         """A :class:`visolo_fast.Tracker` for one video stream: ``step(frame)`` per frame,
-        then ``flush()``; each returns the frame results that became final."""
+        then ``flush()``; each returns the frame results that became final. Several trackers
+        of one model step together with :func:`visolo_fast.step_many`."""
         from visolo_fast.engine.tracker import Tracker
 
-        return Tracker(self, output_size, backend, keep_video)
+        return Tracker(self, output_size, backend, keep_video, dtype=dtype, compile=compile, cuda_graphs=cuda_graphs)
 
     def forward(self, images: torch.Tensor, memory: Sequence[MemoryEntry] = (), backend: str = "auto") -> FrameOutput:
         return self.forward_frame(images, memory, backend)
@@ -157,3 +173,49 @@ class VisoloNet(nn.Module):
             kernels=self.Kernel_branch.post(kernel_in),
             association=association,
         )
+
+    def encode(self, images: torch.Tensor, backend: str = "auto") -> Encoded:
+        """The memory-independent part of :meth:`forward_frame`, with the frame's memory keys
+        and values (the fast engine caches them; the official code recomputes them at every
+        frame that reads this one).
+
+        Args:
+            images (Tensor[B, 3, H, W]): normalised frames, H and W multiples of 16.
+        """
+        return self.encode_features(*self.backbone(images), backend=backend)
+
+    def encode_features(self, res2: torch.Tensor, res3: torch.Tensor, res4: torch.Tensor, backend: str = "auto") -> Encoded:
+        """:meth:`encode` after the backbone (the engine times, compiles or graphs the two apart).
+
+        Args:
+            res2, res3, res4: the backbone's features, Tensor[B, in_dim / 4, H/4, W/4],
+                Tensor[B, in_dim / 2, H/8, W/8], Tensor[B, in_dim, H/16, W/16].
+        """
+        cat_f, frame_f = self.Category_branch_pre(res4)
+        kernel_f = self.Kernel_branch.pre(res4, backend)
+        query, key = self.Tracking_branch.embeddings(frame_f)
+        B, S = res4.shape[0], self.config.num_grids
+        both = torch.cat([cat_f, kernel_f])  # [2B, dim, S1, S2]: one convolution for both memories
+        values = self.Memory_module.values(both[:, None]).reshape(2, B, S, -1)
+        return Encoded(
+            mask_features=self.Mask_branch(res2, res3, res4, backend),
+            query=query,
+            key=key,
+            values=torch.cat([values[0], values[1]], dim=2),
+            residual=torch.cat([cat_f, kernel_f], dim=1).flatten(2).transpose(1, 2),
+        )
+
+    def predict(self, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads after the memory read.
+
+        Args:
+            read (Tensor[B, S, 2 dim]): :func:`visolo_fast.ops.memory_read` of an :class:`Encoded`
+                frame (its query and residual) with the memory's keys and values.
+
+        Returns:
+            (scores, kernels): sigmoid category scores Tensor[B, C, S1, S2] and one 1x1 mask
+            kernel per grid Tensor[B, dim, S1, S2], as in :class:`FrameOutput`.
+        """
+        B = read.shape[0]
+        cat_in, kernel_in = read.transpose(1, 2).reshape(B, 2, self.config.dim, *self.config.grid).unbind(1)
+        return torch.sigmoid(self.Category_branch_post(cat_in)), self.Kernel_branch.post(kernel_in)

@@ -1,0 +1,143 @@
+"""The fast engine's network: the weights in the chosen dtype and memory layout, the two
+memory-independent passes (backbone, heads) and the heads after the memory read,
+optionally compiled (``torch.compile``) and/or replayed from CUDA graphs.
+
+The memory read is the one part of a frame whose shapes change (the memory grows every
+5 frames); it is a single fused op (:func:`visolo_fast.ops.memory_read`), so it runs
+between the graphs rather than inside them, and no padding or per-size graph is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from functools import partial
+from typing import Callable
+
+import torch
+from torch.utils._pytree import tree_map
+
+from visolo_fast.engine.stages import stage
+from visolo_fast.model.visolo import Encoded
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class CudaGraphed:
+    """Replays ``fn`` from a CUDA graph, one graph per input signature (the batch size).
+
+    ``fn`` takes and returns (tuples of) tensors whose shapes depend only on the inputs'.
+    The first call with a signature warms ``fn`` up on a side stream (library handles,
+    autotuning, Triton compilation), then captures it.
+    """
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], object]] = {}
+
+    def __call__(self, *args: torch.Tensor):
+        key = tuple((a.shape, a.dtype, a.stride(), a.device) for a in args)
+        if key not in self.graphs:
+            static = [a.clone() for a in args]
+            side = torch.cuda.Stream(args[0].device)
+            side.wait_stream(torch.cuda.current_stream(args[0].device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.fn(*static)
+            torch.cuda.current_stream(args[0].device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self.fn(*static)
+            self.graphs[key] = (graph, static, out)
+        graph, static, out = self.graphs[key]
+        for s, a in zip(static, args):
+            s.copy_(a)
+        graph.replay()
+        # NB: the outputs live in the graph's memory pool and the next replay overwrites
+        # them, but the engine keeps a frame's outputs for later frames (memory, pending frame).
+        return tree_map(torch.clone, out)
+
+
+class NetworkRunner:
+    """Runs a :class:`visolo_fast.VisoloNet` for the fast engine; shared by every tracker of
+    one model with the same settings (see :meth:`get`)."""
+
+    def __init__(self, net, dtype: torch.dtype, backend: str, compile: bool | str, cuda_graphs: bool,
+                 channels_last: bool | None = None):
+        """
+        Args:
+            net (VisoloNet): the model; not modified (a copy holds converted weights).
+            dtype: the network's dtype (float32, float16 or bfloat16); the decisions run in float32.
+            backend: for the ops inside the network, see :mod:`visolo_fast.backends`.
+            compile: wrap the passes in ``torch.compile``: True for its default backend, or a backend's name.
+            cuda_graphs: replay the passes from CUDA graphs (the model must be on a GPU).
+            channels_last: run the convolutions on NHWC tensors; default: on a GPU in float16/bfloat16
+                (tensor-core convolutions want NHWC), else off.
+        """
+        if not isinstance(compile, (bool, str)):
+            raise ValueError(f"compile must be True, False or a torch.compile backend's name, got {compile!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {[str(d) for d in DTYPES]}, got {dtype!r}")
+        self.device = next(net.parameters()).device
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs the model on a GPU, it is on {self.device}")
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" and dtype != torch.float32
+        self.config, self.dtype, self.backend = net.config, dtype, backend
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net
+        if dtype != next(net.parameters()).dtype or channels_last:
+            self.net = copy.deepcopy(net).to(dtype=dtype, memory_format=self.memory_format)
+        self.signature = _signature(net)
+
+        def wrap(fn: Callable) -> Callable:
+            if compile:
+                fn = torch.compile(fn, fullgraph=True, dynamic=False, backend="inductor" if compile is True else compile)
+            return CudaGraphed(fn) if cuda_graphs else fn
+
+        self._backbone = wrap(self.net.backbone)
+        self._heads = wrap(partial(self.net.encode_features, backend=backend))
+        self._predict = wrap(self.net.predict)
+
+    @staticmethod
+    def get(net, dtype: torch.dtype = torch.float32, backend: str = "auto", compile: bool | str = False,
+            cuda_graphs: bool = False) -> NetworkRunner:
+        """The runner of ``net`` with these settings, built once and kept with the model (so that
+        compiled code, CUDA graphs and converted weights serve every tracker), rebuilt when the
+        model's weights changed or moved."""
+        cache = net.__dict__.setdefault("_visolo_fast_runners", _RunnerCache())
+        key = (dtype, backend, compile, cuda_graphs)
+        runner = cache.get(key)
+        if runner is None or runner.signature != _signature(net):
+            runner = cache[key] = NetworkRunner(net, dtype, backend, compile, cuda_graphs)
+        return runner
+
+    def encode(self, images: torch.Tensor) -> Encoded:
+        """images (Tensor[B, 3, H, W], float32, normalised) -> :class:`Encoded` in the runner's dtype."""
+        images = images.to(dtype=self.dtype, memory_format=self.memory_format)
+        with stage("backbone"):
+            features = self._backbone(images)
+        with stage("heads"):
+            return self._heads(*features)
+
+    def predict(self, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """read (Tensor[B, S, 2 dim]) -> (float32 scores Tensor[B, C, S1, S2], kernels Tensor[B, dim, S1, S2])."""
+        with stage("heads"):
+            scores, kernels = self._predict(read)
+            return scores.float(), kernels
+
+
+class _RunnerCache(dict):
+    """A model's runners; not copied or pickled with the model (they hold copies of it)."""
+
+    def __deepcopy__(self, memo) -> _RunnerCache:
+        return _RunnerCache()
+
+    def __reduce__(self):
+        return (_RunnerCache, ())
+
+
+def _signature(net) -> tuple:
+    # Where every weight lives and how often it was written to: a runner built before
+    # load_state_dict(), .to() or an in-place edit of the model must not be reused.
+    return tuple((t.data_ptr(), t._version, t.dtype) for t in itertools.chain(net.parameters(), net.buffers()))
