@@ -47,15 +47,14 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 30,
     return times[len(times) // 2] * 1000
 
 
-def append_rows(name: str, rows: list[dict]) -> str:
+def append_rows(name: str, rows: list[dict], fields: list[str] = FIELDS) -> str:
     """Appends rows to bench/results/<name>.csv (header written once); returns the path."""
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}.csv")
     new = not os.path.exists(path)
-    fields = FIELDS
     if not new:  # an older file keeps its columns
         with open(path, newline="") as f:
-            fields = next(csv.reader(f), FIELDS)
+            fields = next(csv.reader(f), fields)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:

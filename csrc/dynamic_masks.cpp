@@ -73,7 +73,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_masks_cpu(const at::Tenso
     at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
       // The map's rows upsampled along x first (the same arithmetic as upsampled_logit,
       // which interpolates along the row first), then each output row is a blend of two.
-      std::vector<scalar_t> wide(h * W), inside(W);
+      std::vector<scalar_t> wide(h * W), row(W), inside(H * W);
       for (int64_t m = begin; m < end; ++m) {
         const scalar_t* map = in + m * h * w;
         for (int64_t r = 0; r < h; ++r) {
@@ -82,31 +82,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_masks_cpu(const at::Tenso
           }
         }
         bool* dst = out + m * H * W;
+        // classify() in passes the compiler vectorises: the row's logits and mask bits; the
+        // logits inside the mask packed densely (branch-free: mask pixels are scattered, a
+        // branch per pixel would be mispredicted half the time); after the last row, the
+        // sigmoids of all of them at once.
         int64_t area = 0;
-        double sum = 0.0;  // NB: double, whatever the map's dtype: up to 2^24 + pixels summed
         for (int64_t y = 0; y < H; ++y) {
           const scalar_t* r0 = wide.data() + rows[y].i0 * W;
           const scalar_t* r1 = wide.data() + rows[y].i1 * W;
-          // classify() in two branch-free passes: the mask bits, with the logits inside the
-          // mask packed densely; then their sigmoids (mask pixels are scattered, so a
-          // branch per pixel would be mispredicted half the time).
-          int64_t n = 0;
+          for (int64_t x = 0; x < W; ++x) row[x] = bilinear::lerp(r0[x], r1[x], rows[y]);
+          for (int64_t x = 0; x < W; ++x) dst[y * W + x] = row[x] > cut;
           for (int64_t x = 0; x < W; ++x) {
-            const scalar_t v = bilinear::lerp(r0[x], r1[x], rows[y]);
-            const bool on = v > cut;
-            dst[y * W + x] = on;
-            inside[n] = v;
-            n += on;
+            inside[area] = row[x];
+            area += row[x] > cut;
           }
-          area += n;
-          double part[4] = {0.0, 0.0, 0.0, 0.0};  // independent chains, so the adds overlap
-          int64_t i = 0;
-          for (; i + 4 <= n; i += 4) {
-            for (int j = 0; j < 4; ++j) part[j] += static_cast<double>(sigmoid(inside[i + j]));
-          }
-          for (; i < n; ++i) part[0] += static_cast<double>(sigmoid(inside[i]));
-          sum += (part[0] + part[1]) + (part[2] + part[3]);
         }
+        // NB: ATen's vectorised sigmoid (the reference's own), on the packed logits; the
+        // CUDA kernel runs sigmoid() of kernels/common.cuh per pixel: equal up to an ulp.
+        if (area > 0) {
+          at::Tensor packed = at::from_blob(inside.data(), {area}, logits.options());
+          at::sigmoid_(packed);
+        }
+        double part[4] = {0.0, 0.0, 0.0, 0.0};  // NB: double, whatever the map's dtype: up to 2^24 + pixels summed;
+        int64_t i = 0;                          // independent chains, so the adds overlap
+        for (; i + 4 <= area; i += 4) {
+          for (int j = 0; j < 4; ++j) part[j] += static_cast<double>(inside[i + j]);
+        }
+        for (; i < area; ++i) part[0] += static_cast<double>(inside[i]);
+        const double sum = (part[0] + part[1]) + (part[2] + part[3]);
         area_out[m] = area;
         // NB: 0 / 0 = NaN for an empty mask, as the official code.
         quality_out[m] = static_cast<scalar_t>(sum / static_cast<double>(area));

@@ -51,6 +51,9 @@ def test_no_masks_and_thresholds(backend, device):
     masks = torch.rand((3, 17, 23), generator=torch.Generator().manual_seed(0)) > 0.5
     for threshold in (0.25, 0.5, 0.75):
         check(masks, (40, 31), backend, device, threshold)
+    # At the masks' own size the compiled backends copy the masks, for thresholds in (0, 1] only.
+    for threshold in (0.0, 1e-6, 0.5, 1.0, 1.5):
+        check(masks, (17, 23), backend, device, threshold)
 
 
 @settings(max_examples=20, deadline=None)

@@ -42,7 +42,8 @@ class ReferenceFrames:
 
     def run(self, image: torch.Tensor) -> Ran:
         """image (Tensor[1, 3, H, W], normalised) -> :class:`Ran`, reading the memory."""
-        out = self.net.forward_frame(image, self.memory.entries, "reference")
+        with stage("network"):  # backbone, heads and memory read: one pass of the reference network
+            out = self.net.forward_frame(image, self.memory.entries, "reference")
         association = None if out.association is None else out.association[0]
         return Ran(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), association, out)
 

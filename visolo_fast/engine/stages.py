@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 import torch
 
-STAGES = ("backbone", "heads", "memory", "masks", "nms", "association")
+# "network" is the reference engine's backbone, heads and memory read in one pass.
+STAGES = ("backbone", "heads", "memory", "masks", "nms", "association", "network")
 
 _active: StageTimes | None = None
 

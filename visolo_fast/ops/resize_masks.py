@@ -49,6 +49,10 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int], threshold: float = 
     chosen = backends.resolve(backend, masks.device, OP, IMPLEMENTED)
     if chosen == "reference":
         return resize_masks_reference(masks, size, threshold)
+    if size == tuple(masks.shape[1:]) and 0 < threshold <= 1:
+        # At scale 1 every output pixel reads exactly its source pixel (weights 1 and 0),
+        # so 1 >= threshold > 0: the masks themselves (the network's own size is a common output size).
+        return masks.clone(memory_format=torch.contiguous_format)
     if chosen == "triton":
         from visolo_fast.triton.resize_masks import resize_masks_triton
 
