@@ -9,6 +9,7 @@ between the graphs rather than inside them, and no padding or per-size graph is 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from functools import partial
@@ -117,16 +118,32 @@ class NetworkRunner:
     def encode(self, images: torch.Tensor) -> Encoded:
         """images (Tensor[B, 3, H, W], float32, normalised) -> :class:`Encoded` in the runner's dtype."""
         images = images.to(dtype=self.dtype, memory_format=self.memory_format)
-        with stage("backbone"):
-            features = self._backbone(images)
-        with stage("heads"):
-            return self._heads(*features)
+        with _no_tf32(self.device, self.dtype):
+            with stage("backbone"):
+                features = self._backbone(images)
+            with stage("heads"):
+                return self._heads(*features)
 
     def predict(self, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """read (Tensor[B, S, 2 dim]) -> (float32 scores Tensor[B, C, S1, S2], kernels Tensor[B, dim, S1, S2])."""
-        with stage("heads"):
+        with _no_tf32(self.device, self.dtype), stage("heads"):
             scores, kernels = self._predict(read)
             return scores.float(), kernels
+
+
+@contextlib.contextmanager
+def _no_tf32(device: torch.device, dtype: torch.dtype):
+    """float32 means float32: cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and
+    later GPUs, which would break the parity with the reference; bfloat16 is the fast choice."""
+    if device.type != "cuda" or dtype != torch.float32:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class _RunnerCache(dict):

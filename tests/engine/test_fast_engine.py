@@ -1,0 +1,249 @@
+"""The fast engine (backend="auto", the default) against the reference engine on whole
+videos, and its parts: cached keys and values, the shared runner, reduced precision,
+torch.compile, CUDA graphs, several streams in one batch, stage timers."""
+
+import copy
+
+import pytest
+import torch
+
+import visolo_fast as vf
+from tests.conftest import TRITON_DEVICE, require_backend
+from tests.engine.lively import lively_net
+from visolo_fast.engine.frames import FastFrames, ReferenceFrames
+from visolo_fast.engine.runner import NetworkRunner
+from visolo_fast.sample import sample_frames
+
+H, W = 72, 128
+
+
+def video_of(net, frames, **kw) -> vf.VideoResult:
+    return net.segment_video(frames, **kw)
+
+
+def assert_same_tracks(ref: vf.VideoResult, got: vf.VideoResult, score_atol=1e-4, min_iou=0.999):
+    """The issue's parity criterion: same tracks, same labels, scores within score_atol,
+    per-track spatio-temporal mask IoU >= min_iou."""
+    assert len(got) == len(ref), f"{len(got)} tracks, the reference has {len(ref)}"
+    assert torch.equal(got.labels.cpu(), ref.labels.cpu())
+    torch.testing.assert_close(got.scores.cpu(), ref.scores.cpu(), rtol=0, atol=score_atol)
+    a, b = got.masks.cpu().flatten(1), ref.masks.cpu().flatten(1)
+    iou = (a & b).sum(1).double() / (a | b).sum(1).double().clamp(min=1)
+    assert (iou >= min_iou).all(), iou
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return sample_frames(12, H, W)
+
+
+@pytest.mark.parametrize("seed,config", [(1, {}), (2, {}), (4, {}), (4, {"nms_kernel": "linear"}),
+                                         (2, {"official_quirks": False})], ids=str)
+def test_fast_engine_matches_the_reference_engine(seed, config, frames):
+    net = lively_net(seed, **config)
+    ref = video_of(net, frames, backend="reference")
+    fast = video_of(net, frames)  # backend="auto": the fast engine, the cpp ops
+    assert len(ref) >= 1
+    assert_same_tracks(ref, fast)
+
+
+def test_fast_engine_with_triton_ops(frames):
+    """The fast engine with the Triton kernels (interpreted on the CPU here)."""
+    require_backend("triton", TRITON_DEVICE)
+    net = lively_net(4).to(TRITON_DEVICE)
+    ref = video_of(lively_net(4), frames[:3], backend="reference")
+    assert_same_tracks(ref, video_of(net, frames[:3], backend="triton"))
+
+
+def test_the_default_is_the_fast_engine():
+    net = lively_net(4)
+    assert isinstance(net.tracker()._frames, FastFrames)
+    assert isinstance(vf.Tracker(net)._frames, FastFrames)
+    assert isinstance(net.tracker(backend="reference")._frames, ReferenceFrames)
+    assert isinstance(net.tracker(backend="cpp")._frames, FastFrames)
+
+
+def test_each_frame_is_encoded_once(frames, monkeypatch):
+    """Keys and values of a stored frame are computed once: the fast engine runs the tracking
+    and memory convolutions on the new frame only, never on the memory's frames."""
+    net = copy.deepcopy(lively_net(4))
+    calls = {"embeddings": 0, "values": 0, "query": 0, "reference": 0, "forward_frame": 0}
+
+    def count(obj, name):
+        real = getattr(obj, name)
+
+        def counted(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+
+        monkeypatch.setattr(obj, name, counted)
+
+    for obj, name in ((net.Tracking_branch, "embeddings"), (net.Memory_module, "values"),
+                      (net.Tracking_branch, "query"), (net.Tracking_branch, "reference"), (net, "forward_frame")):
+        count(obj, name)
+    runner = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=False)
+    tracker = vf.Tracker(net)
+    tracker._frames = FastFrames(runner, "auto")  # this net's own (patched) modules, no converted copy
+    for frame in frames:
+        tracker.step(frame)
+    tracker.flush()
+    n = len(frames)
+    assert len(tracker.memory_frames) >= 4  # frames read 1 .. 4 stored frames
+    assert calls == {"embeddings": n, "values": n, "query": 0, "reference": 0, "forward_frame": 0}
+
+
+def test_channels_last_changes_nothing_but_rounding():
+    net = lively_net(4)
+    x = vf.preprocess(sample_frames(2, H, W)[1], size=net.config.input_size)
+    with torch.no_grad():
+        a = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=False).encode(x)
+        b = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=True).encode(x)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,budget", [(torch.bfloat16, 0.05), (torch.float16, 0.01)])
+def test_reduced_precision_network(dtype, budget):
+    """The network in float16 / bfloat16 stays within a relative error of its unit roundoff's
+    order (bf16: 2^-8, fp16: 2^-11, over ~80 layers) of float32; its outputs go to the decisions
+    as float32."""
+    net = lively_net(4)
+    x = vf.preprocess(sample_frames(1, H, W)[0], size=net.config.input_size)
+    with torch.no_grad():
+        full = NetworkRunner.get(net).encode(x)
+        low = NetworkRunner.get(net, dtype).encode(x)
+    for name, u, v in zip(full._fields, full, low):
+        assert v.dtype == dtype
+        error = (v.float() - u).norm() / u.norm()
+        assert error < budget, f"{name}: relative error {error:.4f}"
+
+
+def test_reduced_precision_engine(frames):
+    net = lively_net(3)
+    tracker = net.tracker(dtype=torch.bfloat16, keep_video=True)
+    results = [r for f in frames[:6] for r in tracker.step(f)] + tracker.flush()
+    assert all(r.scores.dtype == torch.float32 and r.masks.dtype == torch.bool for r in results)
+    assert all(e.key.dtype == torch.bfloat16 for e in tracker._frames.memory.entries)
+    assert len(tracker.video_result()) >= 1
+
+
+def test_runner_is_shared_and_rebuilt_when_the_weights_change():
+    net = lively_net(4)
+    a, b = net.tracker(), net.tracker()
+    assert a._frames.runner is b._frames.runner
+    assert net.tracker(dtype=torch.bfloat16)._frames.runner is not a._frames.runner
+    with torch.no_grad():
+        net.Mask_branch.pred.weight.mul_(1.5)  # an in-place edit of a weight
+    rebuilt = net.tracker()._frames.runner
+    assert rebuilt is not a._frames.runner
+    torch.testing.assert_close(rebuilt.net.Mask_branch.pred.weight, net.Mask_branch.pred.weight)
+    net.load_state_dict(lively_net(5).state_dict())
+    assert net.tracker()._frames.runner is not rebuilt
+    assert not copy.deepcopy(net).__dict__.get("_visolo_fast_runners")  # a copy of the model starts afresh
+
+
+def test_torch_compile_matches_eager(frames):
+    """compile=<backend>: the network's passes traced whole (fullgraph) by torch.compile,
+    through the fake implementations of the ops; aot_eager keeps the test fast."""
+    net = lively_net(4)
+    assert_same_tracks(video_of(net, frames[:4]), video_of(net, frames[:4], compile="aot_eager"), score_atol=1e-5)
+
+
+def test_options_errors():
+    net = lively_net(4)
+    with pytest.raises(ValueError, match="reference engine .* float32"):
+        net.tracker(backend="reference", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="reference engine"):
+        net.tracker(backend="reference", compile=True)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        net.tracker(dtype=torch.float64)
+    with pytest.raises(ValueError, match="cuda_graphs=True needs the model on a GPU, it is on cpu"):
+        net.tracker(cuda_graphs=True)
+    with pytest.raises(ValueError, match="compile must be"):
+        net.tracker(compile=1)
+
+
+def staggered_streams(net, videos, starts, batched: bool):
+    """Runs the videos as streams starting at the given steps, batched or one by one."""
+    trackers = [net.tracker() for _ in videos]
+    results = [[] for _ in videos]
+    for step in range(max(s + len(v) for s, v in zip(starts, videos))):
+        active = [i for i, (s, v) in enumerate(zip(starts, videos)) if 0 <= step - s < len(v)]
+        batch = [videos[i][step - starts[i]] for i in active]
+        outs = vf.step_many([trackers[i] for i in active], batch) if batched else \
+            [trackers[i].step(f) for i, f in zip(active, batch)]
+        for i, out in zip(active, outs):
+            results[i] += out
+    for i, t in enumerate(trackers):
+        results[i] += t.flush()
+    return results
+
+
+def test_step_many_equals_one_by_one():
+    """Three streams of different lengths, frame sizes and start times (so their memories
+    differ in length): batched, each gets what it gets alone."""
+    net = lively_net(4)
+    base = sample_frames(9, H, W)
+    videos = [base, [f[:, ::-1].copy() for f in base[:7]], sample_frames(8, 96, 160)]
+    alone = staggered_streams(net, videos, [0, 0, 3], batched=False)
+    together = staggered_streams(net, videos, [0, 0, 3], batched=True)
+    assert sum(len(r.track_ids) for rs in alone for r in rs) >= 10
+    for a, b in zip(alone, together):
+        assert [r.index for r in a] == [r.index for r in b]
+        for x, y in zip(a, b):
+            assert torch.equal(x.track_ids, y.track_ids) and torch.equal(x.labels, y.labels)
+            # Batched convolutions sum in another order: float rounding, which can flip a mask
+            # pixel at the threshold, and a score through its mask's quality.
+            torch.testing.assert_close(x.scores, y.scores, rtol=0, atol=1e-3)
+            assert (x.masks ^ y.masks).sum() <= max(4, x.masks.sum() // 1000)
+
+
+def test_step_many_bad_input():
+    net, other = lively_net(4), lively_net(5)
+    a, b = net.tracker(), net.tracker()
+    frame = sample_frames(1, H, W)[0]
+    assert vf.step_many([], []) == []
+    with pytest.raises(ValueError, match="one frame per tracker, got 2 trackers and 1 frames"):
+        vf.step_many([a, b], [frame])
+    with pytest.raises(ValueError, match="appears twice"):
+        vf.step_many([a, a], [frame, frame])
+    with pytest.raises(ValueError, match=r"trackers\[1\] must be a fast-engine Tracker"):
+        vf.step_many([a, net.tracker(backend="reference")], [frame, frame])
+    with pytest.raises(ValueError, match=r"trackers\[1\] runs another model or other settings"):
+        vf.step_many([a, other.tracker()], [frame, frame])
+    with pytest.raises(ValueError, match=r"trackers\[1\] runs another model or other settings"):
+        vf.step_many([a, net.tracker(dtype=torch.bfloat16)], [frame, frame])
+    with pytest.raises(ValueError, match=r"step_many: trackers\[1\]: frame must be one \[H, W, 3\]"):
+        vf.step_many([a, b], [frame, frame[..., :2]])
+    b.flush()
+    with pytest.raises(RuntimeError, match=r"step_many: trackers\[1\]: this tracker was flushed"):
+        vf.step_many([a, b], [frame, frame])
+
+
+def test_stage_times(frames):
+    net = lively_net(4)
+    with vf.StageTimes() as fast:
+        video_of(net, frames[:4])
+    assert set(fast.seconds) == {"backbone", "heads", "memory", "masks", "nms", "association"}
+    assert all(s > 0 for s in fast.seconds.values())
+    with vf.StageTimes() as ref:
+        video_of(net, frames[:4], backend="reference")
+    assert {"network", "masks", "nms"} <= set(ref.seconds) and "backbone" not in ref.seconds
+    with vf.StageTimes(), pytest.raises(RuntimeError, match="already active"):
+        with vf.StageTimes():
+            pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_fast_engine(dtype, frames):
+    """On a GPU: the fast engine (CUDA ops; float32 against the reference engine on the CPU;
+    bfloat16 runs), and CUDA graphs give what the eager passes give."""
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU on this machine")
+    net = lively_net(4)
+    gpu = copy.deepcopy(net).cuda()
+    eager = video_of(gpu, frames, dtype=dtype)
+    graphed = video_of(gpu, frames, dtype=dtype, cuda_graphs=True)
+    assert_same_tracks(eager, graphed, score_atol=1e-6, min_iou=1.0)
+    if dtype == torch.float32:
+        assert_same_tracks(video_of(net, frames, backend="reference"), eager)
