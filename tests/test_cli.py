@@ -138,6 +138,19 @@ def test_user_mistakes_are_messages(tmp_path, weights, video, capsys):
     assert "must be at least 1" in capsys.readouterr().err
     bad(["demo", "--frames", "1", "--backend", "cuda", "--out", str(tmp_path / "d")], capsys,
         "backend 'cuda' runs on CUDA tensors")
+    bad(["segment", video, "--weights", weights, "--cuda-graphs", *out], capsys, "cuda_graphs=True needs the model on a GPU")
+    bad(["segment", video, "--weights", weights, "--backend", "reference", "--dtype", "bfloat16", *out], capsys,
+        "the reference engine")
+    with pytest.raises(SystemExit):
+        main(["demo", "--dtype", "float64"])
+    assert "must be float32, float16 or bfloat16" in capsys.readouterr().err
+
+
+def test_segment_in_bfloat16(tmp_path, weights, video, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", video, "--weights", weights, "--out", str(out), "--dtype", "bfloat16"]) == 0
+    assert "done: 8 frames" in capsys.readouterr().out
+    assert len(json.loads((out / "results.json").read_text())) >= 1
 
 
 def test_ctrl_c_keeps_the_frames_done(tmp_path, weights, video, monkeypatch, capsys):

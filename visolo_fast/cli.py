@@ -89,7 +89,11 @@ def _run(net, source, args, class_names, out_dir: str) -> int:
     """Streams `source` through a tracker; writes the overlay, results.json and the masks."""
     device = next(net.parameters()).device
     size = tuple(args.output_size) if args.output_size else tuple(source.size)
-    tracker = net.tracker(output_size=size, backend=args.backend)
+    try:
+        tracker = net.tracker(output_size=size, backend=args.backend, dtype=args.dtype, compile=args.compile,
+                              cuda_graphs=args.cuda_graphs)
+    except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
+        raise UserError(str(exc)) from None
     writer = VideoWriter(os.path.join(out_dir, "overlay.mp4"), source.fps, size)
     recorder = ResultsRecorder()
     if args.save_masks:
@@ -197,10 +201,10 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _dtype(text: str) -> str:
-    if text != "float32":
-        raise argparse.ArgumentTypeError(f"only float32 for now (float16 / bfloat16 come with the fast engine), got {text!r}")
-    return text
+def _dtype(text: str) -> torch.dtype:
+    if text not in ("float32", "float16", "bfloat16"):
+        raise argparse.ArgumentTypeError(f"must be float32, float16 or bfloat16, got {text!r}")
+    return getattr(torch, text)
 
 
 def _positive(text: str) -> int:
@@ -227,7 +231,10 @@ def _parser() -> argparse.ArgumentParser:
                                          "default: random weights")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         p.add_argument("--backend", default="auto", choices=list(backends.BACKENDS))
-        p.add_argument("--dtype", default="float32", type=_dtype, help="network precision (float32)")
+        p.add_argument("--dtype", default=torch.float32, type=_dtype,
+                       help="network precision: float32 (default), float16, bfloat16 (fast engine; decisions stay float32)")
+        p.add_argument("--compile", action="store_true", help="torch.compile the network (fast engine; slow first frames)")
+        p.add_argument("--cuda-graphs", action="store_true", help="replay the network from CUDA graphs (fast engine, --device cuda)")
         p.add_argument("--classes", default="ytvis2019",
                        help=f"class names: {', '.join(sorted(BUILT_IN))} or a file with one name a line")
         p.add_argument("--output-size", type=_size, help="HxW of the output masks and overlay (default: the input's)")
