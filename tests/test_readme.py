@@ -1,4 +1,4 @@
-"""The README's first usage example runs as written."""
+"""The README's usage examples run as written."""
 
 import pathlib
 import re
@@ -12,3 +12,12 @@ def test_readme_engine_example_runs(capsys):
     exec(compile(example, str(README), "exec"), {})
     out = capsys.readouterr().out
     assert "torch.Size([" in out and ", 4, 360, 640])" in out
+
+
+def test_readme_many_streams_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    example = next(b for b in blocks if "step_many" in b)
+    exec(compile(example, str(README), "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    # frame t of each stream is final once frame t + 1 was seen; flush gives the last
+    assert lines == ["0 []", "1 []", "0 [0]", "1 [0]", "0 [1]", "1 [1]", "0 [2]", "1 [2]"]

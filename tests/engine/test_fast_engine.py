@@ -142,6 +142,30 @@ def test_runner_is_shared_and_rebuilt_when_the_weights_change():
     assert not copy.deepcopy(net).__dict__.get("_visolo_fast_runners")  # a copy of the model starts afresh
 
 
+def test_model_made_in_inference_mode():
+    with torch.inference_mode():
+        net = lively_net(4)
+    assert len(net.segment_video(sample_frames(2, H, W))) >= 0  # a runner without version counters
+
+
+def test_float32_means_ieee_on_a_gpu():
+    """The engine's frames run with TF32 off (cuDNN convolutions default to it), and the
+    user's settings come back afterwards (the flags exist without a GPU)."""
+    from visolo_fast.engine.runner import ieee_float32
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        with ieee_float32(torch.device("cuda")):
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert (conv.fp32_precision, matmul.fp32_precision) == (saved[0], "tf32")
+        with ieee_float32(torch.device("cpu")):
+            assert matmul.fp32_precision == "tf32"  # nothing to do on the CPU
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
 def test_torch_compile_matches_eager(frames):
     """compile=<backend>: the network's passes traced whole (fullgraph) by torch.compile,
     through the fake implementations of the ops; aot_eager keeps the test fast."""

@@ -107,9 +107,14 @@ class FastFrames:
                     stored = streams[b].memory.entries or [_Cached(None, enc.key[b], enc.values[b])]
                     keys.append(torch.cat([e.key for e in stored]))
                     values.append(torch.cat([e.values for e in stored]))
-                index = torch.tensor(members, device=images.device) if len(members) < len(streams) else slice(None)
-                read[index] = memory_read(enc.query[index], torch.stack(keys), torch.stack(values), enc.residual[index],
-                                          backend)
+                if len(members) == len(streams):
+                    read = memory_read(enc.query, torch.stack(keys), torch.stack(values), enc.residual, backend)
+                    continue
+                # NB: slices, not an index tensor (whose host-to-device copy would synchronise).
+                got = memory_read(torch.cat([enc.query[b:b + 1] for b in members]), torch.stack(keys),
+                                  torch.stack(values), torch.cat([enc.residual[b:b + 1] for b in members]), backend)
+                for j, b in enumerate(members):
+                    read[b] = got[j]
         scores, kernels = runner.predict(read)
         ran = []
         with stage("association"):
@@ -120,6 +125,8 @@ class FastFrames:
                     previous = s.memory.entries[-1].query
                     association = torch.sigmoid(previous.float() @ enc.key[b].float().T)
                 cached = _Cached(enc.query[b], enc.key[b], enc.values[b])
+                if len(streams) > 1:  # a stream's memory must not keep the whole batch alive
+                    cached = _Cached(*(t.clone() for t in cached))
                 ran.append(Ran(enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1), association, cached))
         return ran
 

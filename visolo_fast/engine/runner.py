@@ -37,26 +37,29 @@ class CudaGraphed:
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], object]] = {}
 
     def __call__(self, *args: torch.Tensor):
-        key = tuple((a.shape, a.dtype, a.stride(), a.device) for a in args)
-        if key not in self.graphs:
-            static = [a.clone() for a in args]
-            side = torch.cuda.Stream(args[0].device)
-            side.wait_stream(torch.cuda.current_stream(args[0].device))
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self.fn(*static)
-            torch.cuda.current_stream(args[0].device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = self.fn(*static)
-            self.graphs[key] = (graph, static, out)
-        graph, static, out = self.graphs[key]
-        for s, a in zip(static, args):
-            s.copy_(a)
-        graph.replay()
-        # NB: the outputs live in the graph's memory pool and the next replay overwrites
-        # them, but the engine keeps a frame's outputs for later frames (memory, pending frame).
-        return tree_map(torch.clone, out)
+        device = args[0].device
+        key = tuple((a.shape, a.dtype, a.stride()) for a in args)
+        # NB: capture and replay on the model's GPU, which need not be the current one.
+        with torch.cuda.device(device):
+            if key not in self.graphs:
+                static = [a.clone() for a in args]
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        self.fn(*static)
+                torch.cuda.current_stream(device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+                    out = self.fn(*static)
+                self.graphs[key] = (graph, static, out)
+            graph, static, out = self.graphs[key]
+            for s, a in zip(static, args):
+                s.copy_(a)
+            graph.replay()
+            # NB: the outputs live in the graph's memory pool and the next replay overwrites
+            # them, but the engine keeps a frame's outputs for later frames (memory, pending frame).
+            return tree_map(torch.clone, out)
 
 
 class NetworkRunner:
@@ -118,32 +121,34 @@ class NetworkRunner:
     def encode(self, images: torch.Tensor) -> Encoded:
         """images (Tensor[B, 3, H, W], float32, normalised) -> :class:`Encoded` in the runner's dtype."""
         images = images.to(dtype=self.dtype, memory_format=self.memory_format)
-        with _no_tf32(self.device, self.dtype):
-            with stage("backbone"):
-                features = self._backbone(images)
-            with stage("heads"):
-                return self._heads(*features)
+        with stage("backbone"):
+            features = self._backbone(images)
+        with stage("heads"):
+            return self._heads(*features)
 
     def predict(self, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """read (Tensor[B, S, 2 dim]) -> (float32 scores Tensor[B, C, S1, S2], kernels Tensor[B, dim, S1, S2])."""
-        with _no_tf32(self.device, self.dtype), stage("heads"):
+        with stage("heads"):
             scores, kernels = self._predict(read)
             return scores.float(), kernels
 
 
 @contextlib.contextmanager
-def _no_tf32(device: torch.device, dtype: torch.dtype):
-    """float32 means float32: cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and
-    later GPUs, which would break the parity with the reference; bfloat16 is the fast choice."""
-    if device.type != "cuda" or dtype != torch.float32:
+def ieee_float32(device: torch.device):
+    """float32 means float32 on a GPU too: cuDNN convolutions default to TF32 (a 10-bit
+    mantissa) on Ampere and later, and a user may have enabled it for matrix products;
+    either would break the parity with the reference and the float32 decisions. The
+    engine runs its frames under this (bfloat16 is the fast choice)."""
+    if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        conv.fp32_precision, matmul.fp32_precision = saved
 
 
 class _RunnerCache(dict):
@@ -159,4 +164,7 @@ class _RunnerCache(dict):
 def _signature(net) -> tuple:
     # Where every weight lives and how often it was written to: a runner built before
     # load_state_dict(), .to() or an in-place edit of the model must not be reused.
-    return tuple((t.data_ptr(), t._version, t.dtype) for t in itertools.chain(net.parameters(), net.buffers()))
+    # NB: tensors made under torch.inference_mode() have no version counter (and cannot
+    # be edited in place outside it): their address stands for them.
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype)
+                 for t in itertools.chain(net.parameters(), net.buffers()))

@@ -18,7 +18,7 @@ from visolo_fast import backends
 from visolo_fast.engine.association import Candidate, match_candidates, match_previous
 from visolo_fast.engine.frames import FastFrames, Ran, ReferenceFrames
 from visolo_fast.engine.instances import FrameInstances, extract_instances
-from visolo_fast.engine.runner import NetworkRunner
+from visolo_fast.engine.runner import NetworkRunner, ieee_float32
 from visolo_fast.engine.stages import stage
 from visolo_fast.io.ytvis import to_ytvis
 from visolo_fast.ops import resize_masks
@@ -148,7 +148,8 @@ class Tracker:
             The frame results that became final: the previous frame's (none for the first frame).
         """
         image = self._prepare(frame, "Tracker.step")
-        return self._advance(self._frames.run(image))
+        with ieee_float32(self.device):
+            return self._advance(self._frames.run(image))
 
     def _prepare(self, frame, caller: str) -> torch.Tensor:
         """Checks a frame and makes it the network's input, Tensor[1, 3, H, W]."""
@@ -180,7 +181,8 @@ class Tracker:
         if self._flushed or self._pending is None:
             self._flushed = True
             return []
-        result = self._finalize(None)
+        with ieee_float32(self.device):
+            result = self._finalize(None)
         self._pending, self._flushed = None, True
         return [result]
 
@@ -318,5 +320,6 @@ def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[list[FrameR
             raise ValueError(f"step_many: trackers[{i}] runs another model or other settings (backend, dtype, compile, "
                              f"CUDA graphs) than trackers[0]; batch the trackers of one model created with the same settings")
     images = torch.cat([t._prepare(f, f"step_many: trackers[{i}]") for i, (t, f) in enumerate(zip(trackers, frames))])
-    runs = FastFrames.run_many([t._frames for t in trackers], images)
-    return [t._advance(ran) for t, ran in zip(trackers, runs)]
+    with ieee_float32(images.device):
+        runs = FastFrames.run_many([t._frames for t in trackers], images)
+        return [t._advance(ran) for t, ran in zip(trackers, runs)]
