@@ -144,11 +144,25 @@ def test_user_mistakes_are_messages(tmp_path, weights, video, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--dtype", "float64"])
     assert "must be float32, float16 or bfloat16" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--max-memory-frames", "2"])
+    assert "must be at least 3" in capsys.readouterr().err
 
 
-def test_segment_in_bfloat16(tmp_path, weights, video, capsys):
+def test_segment_in_bfloat16_with_a_capped_memory(tmp_path, weights, video, capsys, monkeypatch):
     out = tmp_path / "out"
-    assert main(["segment", video, "--weights", weights, "--out", str(out), "--dtype", "bfloat16"]) == 0
+    memories = []
+    real_step = Tracker.step
+
+    def step(self, frame):
+        results = real_step(self, frame)
+        memories.append(len(self.memory_frames))  # uncapped: 4 after frame 7 (frames 0, 5, 6, 7)
+        return results
+
+    monkeypatch.setattr(Tracker, "step", step)
+    assert main(["segment", video, "--weights", weights, "--out", str(out), "--dtype", "bfloat16",
+                 "--max-memory-frames", "3"]) == 0
+    assert max(memories) == 3 and len(memories) == 8
     assert "done: 8 frames" in capsys.readouterr().out
     assert len(json.loads((out / "results.json").read_text())) >= 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -54,6 +55,8 @@ def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
         print("!" * 78)
     if classes is not None and len(classes) != net.config.num_classes:
         raise UserError(f"--classes: {len(classes)} class names, but the checkpoint has {net.config.num_classes} classes")
+    if args.max_memory_frames is not None:
+        net.config = dataclasses.replace(net.config, max_memory_frames=args.max_memory_frames)
     return net
 
 
@@ -207,6 +210,13 @@ def _dtype(text: str) -> torch.dtype:
     return getattr(torch, text)
 
 
+def _at_least_3(text: str) -> int:
+    value = int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"must be at least 3 (frame 0, the previous and the current frame), got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -239,6 +249,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"class names: {', '.join(sorted(BUILT_IN))} or a file with one name a line")
         p.add_argument("--output-size", type=_size, help="HxW of the output masks and overlay (default: the input's)")
         p.add_argument("--save-masks", action="store_true", help="also write masks/NNNNNN.png, pixel = track id + 1")
+        p.add_argument("--max-memory-frames", type=_at_least_3, metavar="N",
+                       help="cap the model's memory at N >= 3 frames (endless streams; default: the official, unbounded)")
     return parser
 
 

@@ -31,6 +31,11 @@ class VisoloConfig:
     # gets a NaN score (two such grids, whatever their labels, wipe out the frame in Matrix NMS).
     # False: grid 0 counts like any grid, and grids with empty masks are dropped before NMS.
     official_quirks: bool = True
+    # None: the official memory, one more entry every 5 frames for as long as the video
+    # lasts (each frame reads all of it: an endless stream slows down and grows without
+    # bound). N >= 3: at most N entries; the oldest long-term entry after frame 0 makes
+    # room (outputs then differ from the official ones once the cap is reached).
+    max_memory_frames: int | None = None
 
     def __post_init__(self):
         def need(ok: bool, what: str, got) -> None:
@@ -44,6 +49,8 @@ class VisoloConfig:
         need(self.dim % 2 == 0 and self.dim % self.norm_groups == 0 and (self.dim // 2) % self.norm_groups == 0,
              f"dim and dim / 2 must be multiples of norm_groups={self.norm_groups}", self.dim)
         need(self.nms_kernel in ("gaussian", "linear"), "nms_kernel must be 'gaussian' or 'linear'", self.nms_kernel)
+        need(self.max_memory_frames is None or (isinstance(self.max_memory_frames, int) and self.max_memory_frames >= 3),
+             "max_memory_frames must be None or an integer >= 3", self.max_memory_frames)
         need(len(self.pixel_mean) == 3 and len(self.pixel_std) == 3, "pixel_mean and pixel_std need 3 values",
              (self.pixel_mean, self.pixel_std))
 

@@ -38,7 +38,7 @@ def frames():
 
 
 @pytest.mark.parametrize("seed,config", [(1, {}), (2, {}), (4, {}), (4, {"nms_kernel": "linear"}),
-                                         (2, {"official_quirks": False})], ids=str)
+                                         (2, {"official_quirks": False}), (4, {"max_memory_frames": 3})], ids=str)
 def test_fast_engine_matches_the_reference_engine(seed, config, frames):
     net = lively_net(seed, **config)
     ref = video_of(net, frames, backend="reference")

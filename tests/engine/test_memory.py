@@ -38,6 +38,25 @@ def test_memory_grows_one_entry_every_five_frames():
     assert all(b - a in (0, 1) for a, b in zip(sizes, sizes[1:]))
 
 
+@pytest.mark.parametrize("limit", [3, 4, 6])
+def test_memory_limit(limit):
+    """A capped memory: the official one until it is full, then frame 0, the newest
+    long-term entries, the previous and the newest frame."""
+    bank = MemoryBank(limit)
+    for n, official in enumerate(official_memory_lists(60)):
+        bank.add(n, n)
+        assert len(bank) <= limit and bank.entries == bank.indices
+        expected = official if len(official) <= limit else [0] + official[len(official) - limit + 1:]
+        assert bank.indices == expected, f"after frame {n}"
+        assert bank.weight_sources() == [expected[-2], expected[-3]] if n >= 2 else True
+
+
+def test_memory_limit_bad_values():
+    for bad in (2, 0, -1, 3.0, True, "4"):
+        with pytest.raises(ValueError, match="limit must be None or an integer >= 3"):
+            MemoryBank(bad)
+
+
 def test_grid_weight_sources():
     bank = MemoryBank()
     seen = []

@@ -2,6 +2,7 @@
 for any length >= 1, give an empty result when nothing is found, and the stream's
 state stays bounded."""
 
+import dataclasses
 import gc
 
 import numpy as np
@@ -146,10 +147,11 @@ def test_ytvis_json_decodes_to_the_masks(video):
         video.to_ytvis(1, category_ids=[1, 2])
 
 
-def _tracker_state(tracker: Tracker) -> tuple[int, int]:
+def _tracker_state(tracker: Tracker, memory: bool = False) -> tuple[int, int]:
     """(objects, tensor bytes) reachable from the tracker, minus the network (and the fast
-    engine's runner of it, shared by every tracker of the model) and its memory entries."""
-    skip = {id(tracker.net), id(tracker._frames.memory), id(getattr(tracker._frames, "runner", None))}
+    engine's runner of it, shared by every tracker of the model) and, unless ``memory``,
+    the model's memory entries."""
+    skip = {id(tracker.net), id(getattr(tracker._frames, "runner", None))} | (set() if memory else {id(tracker._frames.memory)})
     seen, stack, nbytes = set(skip), [tracker], 0
     while stack:
         obj = stack.pop()
@@ -191,6 +193,27 @@ def test_stream_state_stays_bounded_over_300_frames():
         if t + 1 in (7, 14):
             grown.append(_tracker_state(keeping))
     assert grown[1][0] > grown[0][0] and grown[1][1] > grown[0][1]
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_capped_memory_keeps_the_whole_state_bounded(backend):
+    """With VisoloConfig(max_memory_frames=N), the model's memory stops growing too: the
+    tracker's whole state, memory entries included, is the same at frames 266 and 294
+    (both past 256: CPython shares the int objects of smaller frame indices)."""
+    A = Obj(grid=1, identity=0, box=(0, 0, 4, 4))
+    B = Obj(grid=4, identity=1, box=(4, 6, 8, 12))
+    cycle = [[A, B], [A], [B], [A, B], [], [A, B], [B]]
+    net = ScriptedNet([cycle[t % len(cycle)] for t in range(300)])
+    net.config = dataclasses.replace(net.config, max_memory_frames=5)
+    tracker = Tracker(net, backend=backend)
+    sizes = {}
+    for t, frame in enumerate(blank_frames(300)):
+        tracker.step(frame)
+        assert len(tracker.memory_frames) <= 5
+        if t + 1 in (266, 294):
+            sizes[t + 1] = _tracker_state(tracker, memory=True)
+    assert tracker.memory_frames == [0, 290, 295, 298, 299]
+    assert sizes[266] == sizes[294], sizes
 
 
 def test_stream_state_grows_only_by_what_never_comes_back():

@@ -38,7 +38,7 @@ class ReferenceFrames:
     """The official structure: features in memory, embeddings recomputed when needed."""
 
     def __init__(self, net):
-        self.net, self.memory = net, MemoryBank()
+        self.net, self.memory = net, MemoryBank(net.config.max_memory_frames)
 
     def run(self, image: torch.Tensor) -> Ran:
         """image (Tensor[1, 3, H, W], normalised) -> :class:`Ran`, reading the memory."""
@@ -79,7 +79,7 @@ class FastFrames:
 
     def __init__(self, runner: NetworkRunner, backend: str):
         self.runner, self.backend = runner, backend
-        self.memory: MemoryBank[_Cached] = MemoryBank()
+        self.memory: MemoryBank[_Cached] = MemoryBank(runner.config.max_memory_frames)
 
     def run(self, image: torch.Tensor) -> Ran:
         return FastFrames.run_many([self], image)[0]

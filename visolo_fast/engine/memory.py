@@ -15,10 +15,16 @@ class MemoryBank(Generic[Entry]):
     """The stored frames, oldest first.
 
     After frame n >= 1 it holds frame 0, every multiple of 5 that is at least two
-    frames old, frame n - 1 and frame n. It grows by one entry every 5 frames.
+    frames old, frame n - 1 and frame n. It grows by one entry every 5 frames, unless
+    ``limit`` caps it: then the oldest long-term entry after frame 0 makes room.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        """limit: at most this many entries (>= 3: frame 0, the previous and the newest
+        frame); None: the official policy, unbounded."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 3):
+            raise ValueError(f"MemoryBank: limit must be None or an integer >= 3, got {limit!r}")
+        self.limit = limit
         self.indices: list[int] = []
         self.entries: list[Entry] = []
 
@@ -36,6 +42,8 @@ class MemoryBank(Generic[Entry]):
             del self.indices[-2], self.entries[-2]
         self.indices.append(index)
         self.entries.append(entry)
+        if self.limit is not None and len(self.entries) > self.limit:
+            del self.indices[1], self.entries[1]
 
     def weight_sources(self) -> list[Entry]:
         """The entries the newest frame's grid weight compares it with (spec section 4):
