@@ -256,6 +256,11 @@ def test_stage_times(frames):
     with vf.StageTimes(), pytest.raises(RuntimeError, match="already active"):
         with vf.StageTimes():
             pass
+    from visolo_fast.engine.stages import stage
+
+    with pytest.raises(ValueError, match="stage: name must be one of"):
+        with stage("backbon"):
+            pass
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -268,6 +273,6 @@ def test_gpu_fast_engine(dtype, frames):
     gpu = copy.deepcopy(net).cuda()
     eager = video_of(gpu, frames, dtype=dtype)
     graphed = video_of(gpu, frames, dtype=dtype, cuda_graphs=True)
-    assert_same_tracks(eager, graphed, score_atol=1e-6, min_iou=1.0)
+    assert_same_tracks(eager, graphed, score_atol=1e-5, min_iou=0.999)
     if dtype == torch.float32:
         assert_same_tracks(video_of(net, frames, backend="reference"), eager)

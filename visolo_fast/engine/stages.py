@@ -49,6 +49,8 @@ class StageTimes:
 @contextmanager
 def stage(name: str):
     """Times the enclosed code as stage ``name`` (one of :data:`STAGES`)."""
+    if name not in STAGES:
+        raise ValueError(f"stage: name must be one of {STAGES}, got {name!r}")
     with torch.profiler.record_function(f"visolo_fast::{name}"):
         timer = _active
         if timer is None:
