@@ -31,3 +31,18 @@ def require_backend(backend: str, device: str, op: str | None = None) -> None:
     reason = backends.why_unavailable(backend, torch.device(device), op)
     if reason is not None:
         pytest.fail(f"backend {backend!r} should be available here: {reason}")
+
+
+def run_with_cpu_capability(capability: str, code: str, tmp_path) -> dict:
+    """Runs ``code`` in a fresh Python with ATEN_CPU_CAPABILITY=capability (the CPU
+    implementations then take the vector paths ATen would, e.g. none for "default");
+    ``code`` fills a dict ``out`` of tensors, which is returned."""
+    import subprocess
+    import sys
+
+    path = tmp_path / f"out-{capability}.pt"
+    script = f"import torch\nout = {{}}\n{code}\ntorch.save(out, {str(path)!r})\n"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return torch.load(path)

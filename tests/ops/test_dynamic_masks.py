@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import BACKEND_DEVICES, TRITON_DEVICE, require_backend
+from tests.conftest import BACKEND_DEVICES, TRITON_DEVICE, require_backend, run_with_cpu_capability
 from visolo_fast import backends
 from visolo_fast.ops import dynamic_masks
 from visolo_fast.ops.dynamic_masks import dynamic_masks_reference
@@ -190,3 +190,23 @@ def test_torch_compile_fullgraph():
     want = f(features, kernels)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     torch.testing.assert_close(got[2], want[2], equal_nan=True)
+
+
+def test_generic_and_vector_cpu_paths_agree(tmp_path):
+    """The CPU loop has an AVX-512 path (chosen at run time) and a generic one: both give the
+    same masks and areas bit for bit (the same products and sums), and the quality within
+    ATen's sigmoid of each capability."""
+    code = """
+from visolo_fast.ops import dynamic_masks
+g = torch.Generator().manual_seed(3)
+f = torch.randn(16, 11, 37, generator=g)  # W = 148: 9 vectors of 16 and a tail of 4
+k = torch.randn(9, 16, generator=g) * 0.5
+out["masks"], out["areas"], out["quality"] = dynamic_masks(f, k, 0.5, backend="cpp")
+out["capability"] = torch.tensor([ord(c) for c in torch.backends.cpu.get_cpu_capability()])
+"""
+    generic = run_with_cpu_capability("default", code, tmp_path)
+    native = run_with_cpu_capability(torch.backends.cpu.get_cpu_capability().lower(), code, tmp_path)
+    assert "".join(map(chr, generic["capability"].tolist())) == "DEFAULT"
+    assert torch.equal(generic["masks"], native["masks"]) and torch.equal(generic["areas"], native["areas"])
+    torch.testing.assert_close(generic["quality"], native["quality"], rtol=1e-6, atol=1e-7)
+    assert generic["masks"].any() and not generic["masks"].all()
