@@ -97,7 +97,9 @@ def worker(spec: dict) -> dict:
     def run(timer=None) -> tuple[list[float], list]:
         trackers = [net.tracker(keep_video=True, **options) for _ in range(max(streams, 1))]
         times = []
-        for frame in frames:
+        for t, frame in enumerate(frames):
+            if timer is not None and t == WARMUP:
+                timer.seconds.clear()  # the stages, like the frame rate, after warm-up
             start = time.perf_counter()
             if streams:
                 vf.step_many(trackers, [frame] * streams)
@@ -114,14 +116,14 @@ def worker(spec: dict) -> dict:
         times, trackers = run()
         # NB: stage timing synchronises the GPU around every stage: a run of its own.
         with vf.StageTimes(device) as timer:
-            run()
+            run(timer)
     else:
         with vf.StageTimes(device) as timer:  # nothing to synchronise on the CPU: one run
-            times, trackers = run()
+            times, trackers = run(timer)
     timed = times[WARMUP:]
     result = trackers[0].video_result()
     torch.save({"scores": result.scores.cpu(), "labels": result.labels.cpu(), "masks": result.masks.cpu()}, spec["out"])
-    frames_timed = len(frames) * max(streams, 1)
+    frames_timed = (len(frames) - WARMUP) * max(streams, 1)
     return {"fps": len(timed) * max(streams, 1) / sum(timed), "median_ms": 1000 * float(np.median(timed)),
             "peak_mb": peak_mb(device),
             "stages_ms": {k: 1000 * v / frames_timed for k, v in timer.seconds.items()}}

@@ -46,3 +46,13 @@ def run_with_cpu_capability(capability: str, code: str, tmp_path) -> dict:
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return torch.load(path)
+
+
+def require_cpu_flag(flag: str) -> None:
+    """Skips, saying why, a test of a vector path this CPU does not have (or that
+    ATEN_CPU_CAPABILITY turned off): it would compare the generic path with itself."""
+    import platform
+
+    flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
+    if flag not in flags or torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip(f"this CPU (or ATEN_CPU_CAPABILITY) has no {flag}: only the generic path runs here")

@@ -12,6 +12,7 @@ from pycocotools import mask as mask_utils
 
 from tests.engine.lively import lively_net
 from tests.engine.scripted import Obj, ScriptedNet, blank_frames
+import visolo_fast as vf
 from visolo_fast import Tracker, VideoResult
 from visolo_fast.engine import tracker as tracker_module
 from visolo_fast.sample import sample_frames
@@ -266,3 +267,16 @@ def test_bad_input(net, frames):
     assert len(tracker.flush()) == 1 and tracker.flush() == []
     with pytest.raises(RuntimeError, match="flushed"):
         tracker.step(frames[1])
+
+
+def test_a_refused_first_frame_leaves_the_tracker_as_it_was(net, frames):
+    """A first frame that preprocess() refuses does not fix the video's frame size."""
+    tracker = net.tracker()
+    with pytest.raises((TypeError, ValueError)):
+        tracker.step(frames[0][::2, ::2].astype(np.float32))
+    tracker.step(frames[0])  # 72 x 128, not the refused frame's 36 x 64
+    assert tracker.num_frames == 1
+    a, b = net.tracker(), net.tracker()
+    with pytest.raises((TypeError, ValueError), match=r"step_many: trackers\[1\]"):
+        vf.step_many([a, b], [frames[0][::2, ::2], frames[0][..., :2]])
+    a.step(frames[0])  # the batch was refused as a whole: trackers[0] took no size either

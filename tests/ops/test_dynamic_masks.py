@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import BACKEND_DEVICES, TRITON_DEVICE, require_backend, run_with_cpu_capability
+from tests.conftest import BACKEND_DEVICES, TRITON_DEVICE, require_backend, require_cpu_flag, run_with_cpu_capability
 from visolo_fast import backends
 from visolo_fast.ops import dynamic_masks
 from visolo_fast.ops.dynamic_masks import dynamic_masks_reference
@@ -193,6 +193,7 @@ def test_torch_compile_fullgraph():
 
 
 def test_generic_and_vector_cpu_paths_agree(tmp_path):
+    require_cpu_flag("avx512f")
     """The CPU loop has an AVX-512 path (chosen at run time) and a generic one: both give the
     same masks and areas bit for bit (the same products and sums), and the quality within
     ATen's sigmoid of each capability."""

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import BACKEND_DEVICES, TRITON_DEVICE, require_backend, run_with_cpu_capability
+from tests.conftest import BACKEND_DEVICES, TRITON_DEVICE, require_backend, require_cpu_flag, run_with_cpu_capability
 from visolo_fast import backends
 from visolo_fast.ops.mask_intersections import mask_intersections, mask_intersections_reference
 
@@ -97,6 +97,7 @@ def test_opcheck_and_compile():
 
 
 def test_generic_and_vector_cpu_paths_agree(tmp_path):
+    require_cpu_flag("avx512_vpopcntdq")
     """The pair loop has an AVX-512 VPOPCNTDQ path (chosen at run time) and a POPCNT one:
     the same counts, exactly, and the reference's."""
     code = """

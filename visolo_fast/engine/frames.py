@@ -59,13 +59,15 @@ class ReferenceFrames:
         keys = torch.stack([track.reference(entry.frame_f) for entry in sources], dim=1)  # [1, E, S, D]
         return grid_weight(track.query(ran.state.frame_f), keys, "reference")[0]
 
-    def queries(self, ran: Ran, grids: torch.Tensor) -> torch.Tensor:
-        """The tracking query embeddings (float32 [k, D]) of ``ran``'s grids ``grids``."""
-        return self.net.Tracking_branch.query(ran.state.frame_f)[0, grids]
+    def queries(self, state, grids: torch.Tensor) -> torch.Tensor:
+        """The tracking query embeddings (float32 [k, D]) of the grids ``grids`` of a frame
+        (its :attr:`Ran.state`)."""
+        return self.net.Tracking_branch.query(state.frame_f)[0, grids]
 
-    def keys(self, ran: Ran, grids: torch.Tensor) -> torch.Tensor:
-        """The tracking reference embeddings (float32 [k, D]) of ``ran``'s grids ``grids``."""
-        return self.net.Tracking_branch.reference(ran.state.frame_f)[0, grids]
+    def keys(self, state, grids: torch.Tensor) -> torch.Tensor:
+        """The tracking reference embeddings (float32 [k, D]) of the grids ``grids`` of a frame
+        (its :attr:`Ran.state`)."""
+        return self.net.Tracking_branch.reference(state.frame_f)[0, grids]
 
 
 class _Cached(NamedTuple):
@@ -77,9 +79,9 @@ class _Cached(NamedTuple):
 class FastFrames:
     """Memory of keys and values computed once per frame; one stream of a batched forward."""
 
-    def __init__(self, runner: NetworkRunner, backend: str):
+    def __init__(self, runner: NetworkRunner, backend: str, memory_limit: int | None = None):
         self.runner, self.backend = runner, backend
-        self.memory: MemoryBank[_Cached] = MemoryBank(runner.config.max_memory_frames)
+        self.memory: MemoryBank[_Cached] = MemoryBank(memory_limit)
 
     def run(self, image: torch.Tensor) -> Ran:
         return FastFrames.run_many([self], image)[0]
@@ -94,13 +96,13 @@ class FastFrames:
         """
         runner, backend = streams[0].runner, streams[0].backend
         enc = runner.encode(images)
-        read = torch.empty_like(enc.residual)
+        read = enc.residual.new_empty(enc.residual.shape)  # contiguous, as memory_read's output
         with stage("memory"):
             # Streams whose memories have the same length are read in one call; a stream's
-            # first frame reads itself.
+            # first frame reads itself (one entry).
             groups: dict[int, list[int]] = defaultdict(list)
             for b, s in enumerate(streams):
-                groups[len(s.memory)].append(b)
+                groups[max(len(s.memory), 1)].append(b)
             for members in groups.values():
                 keys, values = [], []
                 for b in members:
@@ -124,10 +126,11 @@ class FastFrames:
                     # NB: float32 for the decisions, whatever the network's dtype.
                     previous = s.memory.entries[-1].query
                     association = torch.sigmoid(previous.float() @ enc.key[b].float().T)
+                parts = (enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1))
                 cached = _Cached(enc.query[b], enc.key[b], enc.values[b])
-                if len(streams) > 1:  # a stream's memory must not keep the whole batch alive
-                    cached = _Cached(*(t.clone() for t in cached))
-                ran.append(Ran(enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1), association, cached))
+                if len(streams) > 1:  # a stream's frames must not keep the whole batch alive
+                    parts, cached = [t.clone() for t in parts], _Cached(*(t.clone() for t in cached))
+                ran.append(Ran(*parts, association, cached))
         return ran
 
     def remember(self, index: int, ran: Ran) -> None:
@@ -138,10 +141,10 @@ class FastFrames:
         if not sources:
             return None
         keys = torch.stack([entry.key for entry in sources])[None]  # [1, E, S, D]
-        return grid_weight(ran.state.query[None], keys, self.backend)[0].float()
+        return grid_weight(ran.state.query[None], keys, self.backend)[0]  # float32 whatever the inputs' dtype
 
-    def queries(self, ran: Ran, grids: torch.Tensor) -> torch.Tensor:
-        return ran.state.query[grids].float()
+    def queries(self, state: _Cached, grids: torch.Tensor) -> torch.Tensor:
+        return state.query[grids].float()
 
-    def keys(self, ran: Ran, grids: torch.Tensor) -> torch.Tensor:
-        return ran.state.key[grids].float()
+    def keys(self, state: _Cached, grids: torch.Tensor) -> torch.Tensor:
+        return state.key[grids].float()

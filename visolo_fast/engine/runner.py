@@ -89,7 +89,7 @@ class NetworkRunner:
             raise ValueError(f"cuda_graphs=True needs the model on a GPU, it is on {self.device}")
         if channels_last is None:
             channels_last = self.device.type == "cpu" or dtype != torch.float32
-        self.config, self.dtype, self.backend = net.config, dtype, backend
+        self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net
         if dtype != next(net.parameters()).dtype or channels_last:
@@ -112,7 +112,7 @@ class NetworkRunner:
         compiled code, CUDA graphs and converted weights serve every tracker), rebuilt when the
         model's weights changed or moved."""
         cache = net.__dict__.setdefault("_visolo_fast_runners", _RunnerCache())
-        key = (dtype, backend, compile, cuda_graphs)
+        key = (dtype, backend, "inductor" if compile is True else compile, cuda_graphs)
         runner = cache.get(key)
         if runner is None or runner.signature != _signature(net):
             runner = cache[key] = NetworkRunner(net, dtype, backend, compile, cuda_graphs)

@@ -58,7 +58,7 @@ class _Previous(NamedTuple):
     index: int
     grids: torch.Tensor  # int64 [k]
     tracks: list[int]
-    ran: Ran  # the frame, for its embeddings
+    state: object  # the frame's Ran.state, for its embeddings
     rows: torch.Tensor | None  # [k, S]: their similarity with every grid of the next frame
 
 
@@ -76,9 +76,13 @@ class Tracker:
 
     No masks are kept: frame results are handed out, not stored (unless
     ``keep_video=True``). What grows is what the official algorithm keeps: the
-    model's memory (one more entry every 5 frames), per track a running sum of its
-    category scores, and per lost instance not re-identified yet (a candidate) its
-    query embedding (dim / 2 floats).
+    model's memory (one more entry every 5 frames, unless ``VisoloConfig.max_memory_frames``
+    caps it), per track a running sum of its category scores, and per lost instance not
+    re-identified yet (a candidate) its query embedding (dim / 2 floats).
+
+    The fast engine's network runner is shared by the model's trackers with the same
+    settings and rebuilt when the model's weights change; a tracker keeps the runner it
+    was created with (a converted copy of the weights, where there is one, stays as it was).
     """
 
     def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False,
@@ -115,7 +119,7 @@ class Tracker:
                 runner = NetworkRunner.get(net, dtype, backend, compile, cuda_graphs)
             except ValueError as exc:
                 raise ValueError(f"Tracker: {exc}") from None
-            self._frames = FastFrames(runner, backend)
+            self._frames = FastFrames(runner, backend, self.config.max_memory_frames)
         self._pending: Ran | None = None  # the last frame the network ran on, not final yet
         self._previous: _Previous | None = None
         self._candidates: list[Candidate] = []
@@ -147,25 +151,25 @@ class Tracker:
         Returns:
             The frame results that became final: the previous frame's (none for the first frame).
         """
-        image = self._prepare(frame, "Tracker.step")
+        image, size = self._prepare(frame, "Tracker.step")
+        self._frame_size = size
         with ieee_float32(self.device):
             return self._advance(self._frames.run(image))
 
-    def _prepare(self, frame, caller: str) -> torch.Tensor:
-        """Checks a frame and makes it the network's input, Tensor[1, 3, H, W]."""
+    def _prepare(self, frame, caller: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Checks a frame and makes it the network's input: (Tensor[1, 3, H, W], the frame's (H, W)).
+        The tracker is not changed (the caller commits the size once every frame is good)."""
         if self._flushed:
             raise RuntimeError(f"{caller}: this tracker was flushed (its video ended); start a new one with model.tracker()")
         if not isinstance(frame, (np.ndarray, torch.Tensor)) or frame.ndim != 3 or frame.shape[-1] != 3:
             got = f"shape {tuple(frame.shape)}" if isinstance(frame, (np.ndarray, torch.Tensor)) else type(frame).__name__
             raise ValueError(f"{caller}: frame must be one [H, W, 3] uint8 RGB array or tensor, got {got}")
         size = tuple(frame.shape[:2])
-        if self._frame_size is None:
-            self._frame_size = size
-        elif size != self._frame_size:
+        if self._frame_size is not None and size != self._frame_size:
             raise ValueError(f"{caller}: frame {self._num_frames} is {size[0]} x {size[1]}, the video's frames are "
                              f"{self._frame_size[0]} x {self._frame_size[1]}")
         cfg = self.config
-        return preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
+        return preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std), size
 
     def _advance(self, ran: Ran) -> list[FrameResult]:
         """Takes the network's pass over the next frame: the previous frame becomes final."""
@@ -221,7 +225,7 @@ class Tracker:
         with stage("association"):
             tracks = self._associate(index, inst, ran)
         self._previous = None if inst.count == 0 else _Previous(
-            index, inst.grids, tracks, ran, None if association is None else association[inst.grids])
+            index, inst.grids, tracks, ran.state, None if association is None else association[inst.grids])
         ids = torch.tensor(tracks, dtype=torch.int64, device=self.device)
         self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
         with stage("masks"):
@@ -239,7 +243,7 @@ class Tracker:
         if inst.count and (prev is not None or candidates):
             blocks = [prev.rows[:, inst.grids]] if prev is not None else []
             if candidates:
-                reference = self._frames.keys(ran, inst.grids)  # [k, D]
+                reference = self._frames.keys(ran.state, inst.grids)  # [k, D]
                 blocks += [torch.sigmoid(c.queries @ reference.T) for c in candidates]
             # The one device-to-host transfer of the frame's association.
             host = torch.cat(blocks).float().cpu().numpy()
@@ -259,7 +263,7 @@ class Tracker:
             # The previous frame's instances no current instance took may come back later.
             lost = [r for r in range(len(prev.tracks)) if r not in taken]
             if lost:
-                queries = self._frames.queries(prev.ran, prev.grids[lost])
+                queries = self._frames.queries(prev.state, prev.grids[lost])
                 self._candidates.append(Candidate(prev.index, queries, [prev.tracks[r] for r in lost]))
         return tracks
 
@@ -316,10 +320,14 @@ def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[list[FrameR
     for i, t in enumerate(trackers):
         if not isinstance(t, Tracker) or not isinstance(t._frames, FastFrames):
             raise ValueError(f"step_many: trackers[{i}] must be a fast-engine Tracker (backend other than 'reference')")
-        if t._frames.runner is not trackers[0]._frames.runner or t.backend != trackers[0].backend:
+        if t._frames.runner is not trackers[0]._frames.runner:
             raise ValueError(f"step_many: trackers[{i}] runs another model or other settings (backend, dtype, compile, "
-                             f"CUDA graphs) than trackers[0]; batch the trackers of one model created with the same settings")
-    images = torch.cat([t._prepare(f, f"step_many: trackers[{i}]") for i, (t, f) in enumerate(zip(trackers, frames))])
+                             f"CUDA graphs) than trackers[0], or was created before the model's weights changed; batch "
+                             f"the trackers of one model created with the same settings")
+    prepared = [t._prepare(f, f"step_many: trackers[{i}]") for i, (t, f) in enumerate(zip(trackers, frames))]
+    for t, (_, size) in zip(trackers, prepared):
+        t._frame_size = size
+    images = torch.cat([image for image, _ in prepared])
     with ieee_float32(images.device):
         runs = FastFrames.run_many([t._frames for t in trackers], images)
         return [t._advance(ran) for t, ran in zip(trackers, runs)]
