@@ -142,10 +142,12 @@ def test_runner_is_shared_and_rebuilt_when_the_weights_change():
     assert not copy.deepcopy(net).__dict__.get("_visolo_fast_runners")  # a copy of the model starts afresh
 
 
-def test_model_made_in_inference_mode():
+def test_model_made_in_inference_mode(frames):
+    """Weights made under torch.inference_mode() have no version counters: the runner still
+    works, and gives what the same weights made normally give."""
     with torch.inference_mode():
         net = lively_net(4)
-    assert len(net.segment_video(sample_frames(2, H, W))) >= 0  # a runner without version counters
+    assert_same_tracks(video_of(lively_net(4), frames[:4]), video_of(net, frames[:4]), score_atol=0, min_iou=1.0)
 
 
 def test_float32_means_ieee_on_a_gpu():
