@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visolo_fast.model.layers import conv_gn, conv_plain
-from visolo_fast.ops.add_coords import add_coords
+from visolo_fast.model.layers import add_coords, conv_gn, conv_plain
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -56,9 +55,9 @@ class KernelBranch(nn.Module):
             self.conv_layers_post.add_module(f"kernel_conv{k}", conv_gn(dim, dim, 3, groups, relu=True))
         self.pred = conv_gn(dim, dim, 1, groups)
 
-    def pre(self, res4: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    def pre(self, res4: torch.Tensor) -> torch.Tensor:
         """res4 (Tensor[B, in_dim, h, w]) -> kernel_f Tensor[B, dim, S1, S2] (coordinates appended before the resize)."""
-        return self.conv_layers(_resize(add_coords(res4, backend=backend), self.grid))
+        return self.conv_layers(_resize(add_coords(res4), self.grid))
 
     def post(self, x: torch.Tensor) -> torch.Tensor:
         """x (Tensor[B, dim, S1, S2]) -> one 1x1 mask kernel per grid, Tensor[B, dim, S1, S2]."""
@@ -99,9 +98,9 @@ class MaskBranch(nn.Module):
         self.convR1 = conv_gn(dim, dim, 3, groups, relu=True)
         self.pred = conv_gn(dim, dim, 1, groups)
 
-    def forward(self, res2: torch.Tensor, res3: torch.Tensor, res4: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    def forward(self, res2: torch.Tensor, res3: torch.Tensor, res4: torch.Tensor) -> torch.Tensor:
         """-> mask features F, Tensor[B, dim, H/4, W/4]."""
-        p = self.ResR4(self.convR4(add_coords(res4, backend=backend)))
+        p = self.ResR4(self.convR4(add_coords(res4)))
         p = self.RefR2(res2, self.RefR3(res3, p))
         return self.pred(self.convR1(F.relu(p)))
 

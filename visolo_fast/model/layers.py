@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,3 +51,21 @@ def conv_gn(in_channels: int, out_channels: int, kernel_size: int, groups: int, 
 def conv_plain(in_channels: int, out_channels: int, kernel_size: int, relu: bool = False) -> ConvNorm:
     """A convolution with a bias and no norm (the mask branch's residual blocks, the class predictor)."""
     return ConvNorm(in_channels, out_channels, kernel_size, relu=relu)
+
+
+@functools.lru_cache(maxsize=32)
+def _coordinates(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # The official addCoord's linspaces, made on the CPU (in float32) as there; built once
+    # per size, so a frame pays one concatenation, and no host-to-device copy (which a CUDA
+    # graph could not capture) after the first frame.
+    ys = torch.linspace(-1, 1, height, dtype=torch.float32)
+    xs = torch.linspace(-1, 1, width, dtype=torch.float32)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].to(device=device, dtype=dtype)
+
+
+def add_coords(x: torch.Tensor) -> torch.Tensor:
+    """x (Tensor[B, C, H, W]) -> Tensor[B, C + 2, H, W]: x, then the row coordinate and the
+    column coordinate channels, each ``linspace(-1, 1)`` over the map's height and width
+    (VISOLO's ``addCoord``, before the kernel and mask branches)."""
+    B, _, H, W = x.shape
+    return torch.cat([x, _coordinates(H, W, x.dtype, x.device).expand(B, 2, H, W)], dim=1)
