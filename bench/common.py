@@ -90,3 +90,67 @@ def print_table(rows: list[dict]) -> None:
         peak = f"{r['peak_mb']:>8.1f}" if r.get("peak_mb") is not None else f"{'':>8}"
         print(f"{r['op']:>14} {r['shape']:>22} {r['dtype']:>9} {r['backend']:>13} {r['median_ms']:>10.3f} "
               f"{r['ratio_to_reference']:>12.2f}x {peak}")
+
+
+# The official inputs of the op benchmarks, shared by bench/test_*.py (pytest-benchmark)
+# and the same as the scripts bench/bench_*.py build (same seeds, same formulas).
+
+MEMORY_S, MEMORY_D, MEMORY_V = 252, 128, 512  # query grids, key channels, value channels
+MASK_E, MASK_h, MASK_w = 256, 88, 156  # mask features: channels, height, width (masks are 4h x 4w = 352 x 624)
+
+
+def memory_read_inputs(T: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    """query [1, S, D], keys [1, T S, D], values [1, T S, V], residual [1, S, V] of T memory frames."""
+    S, D, V = MEMORY_S, MEMORY_D, MEMORY_V
+    g = torch.Generator().manual_seed(T)
+    q, k = torch.randn(1, S, D, generator=g) * 0.1, torch.randn(1, T * S, D, generator=g) * 0.1
+    v, r = torch.randn(1, T * S, V, generator=g), torch.randn(1, S, V, generator=g)
+    return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v, r))
+
+
+def grid_weight_inputs(E: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    """query [1, S, D] and the keys [1, E, S, D] of E earlier frames."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, MEMORY_S, MEMORY_D, generator=g) * 0.1
+    k = torch.randn(1, E, MEMORY_S, MEMORY_D, generator=g) * 0.1
+    return q.to(device=device, dtype=dtype), k.to(device=device, dtype=dtype)
+
+
+def dynamic_masks_inputs(kind: str, K: int, device: torch.device):
+    """features [E, h, w] and kernels [K, E]. kind "random": random kernels, masks of about
+    half the frame in salt-and-pepper pieces (the C++ backend's worst case); "objects":
+    kernel k reads channel k, a smooth blob on a negative background (masks of a few
+    percent of the frame, as trained masks are)."""
+    E, h, w = MASK_E, MASK_h, MASK_w
+    g = torch.Generator().manual_seed(K)
+    if kind == "random":
+        return torch.randn(E, h, w, generator=g).to(device), (torch.randn(K, E, generator=g) * 0.06).to(device)
+    if kind != "objects":
+        raise ValueError(f"kind must be 'random' or 'objects', got {kind!r}")
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    centres = torch.rand(E, 2, generator=g) * torch.tensor([h, w])
+    radius = 4 + 8 * torch.rand(E, 1, 1, generator=g)
+    d2 = (yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2
+    features = 6 * (1 - d2 / radius**2).clamp(min=-1) + 0.1 * torch.randn(E, h, w, generator=g)
+    kernels = torch.eye(E)[torch.arange(K) % E]
+    return features.to(device), kernels.to(device)
+
+
+def object_masks(K: int, device: torch.device) -> torch.Tensor:
+    """bool [K, 352, 624]: the reference dynamic masks of the object-like inputs (what resize_masks gets)."""
+    from visolo_fast.ops.dynamic_masks import dynamic_masks_reference
+
+    features, kernels = dynamic_masks_inputs("objects", K, torch.device("cpu"))
+    return dynamic_masks_reference(features, kernels, 0.5)[0].to(device)
+
+
+def nms_inputs(K: int, device: torch.device, size: tuple[int, int] = (352, 624)):
+    """masks bool [K, H, W] (blocky random masks, about 20% set), labels int64 [K] (4 labels)
+    and scores float32 [K] sorted descending, as the engine hands them to Matrix NMS."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(K)
+    masks = F.interpolate(torch.rand((1, K, 22, 39), generator=g), size=size)[0] > 0.8
+    labels = torch.randint(0, 4, (K,), generator=g)
+    scores = torch.sort(torch.rand(K, generator=g), descending=True).values
+    return masks.to(device), labels.to(device), scores.to(device)
