@@ -10,6 +10,8 @@ twice); those duplicates must equal their ``model.Tracking_branch.`` twins and a
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 
 import torch
@@ -26,7 +28,19 @@ _CLASS_KEY = "Category_branch_post.pred.weight"
 
 
 class CheckpointError(ValueError):
-    """A file that cannot be loaded as a VISOLO checkpoint; the message names the file and the keys."""
+    """A file that cannot be loaded as a VISOLO checkpoint; the message names the file and the keys.
+
+    ``needs_trust`` is True when the file is readable but holds pickled Python objects that a
+    weights-only load refuses (``trusted=True`` would load it); ``detail`` is the message
+    without the advice on what to do, for callers that give their own (the CLI's ``--trusted``).
+    """
+
+    def __init__(self, message: str, needs_trust: bool = False, detail: str | None = None):
+        super().__init__(message)
+        self.needs_trust, self.detail = needs_trust, detail or message
+
+
+TRUST_HINT = "if you trust the file, pass trusted=True (a trusted load can run code stored in the file)"
 
 
 def _listing(keys, limit: int = 8) -> str:
@@ -35,16 +49,61 @@ def _listing(keys, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def _read(path: str, trusted: bool) -> object:
-    if not os.path.isfile(path):
+def _check_file(path: str) -> None:
+    """Refuses what is plainly not a checkpoint file, before anything is read."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: a directory, not a checkpoint file (expected a .pth/.pt file written by torch.save)")
+    if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: not a regular file (expected a .pth/.pt file written by torch.save)")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: an empty file (0 bytes)")
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 10_000 else f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message, on one line, without terminal escapes
+    (torch's messages run to paragraphs of advice)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    text = " ".join(text.split())
+    sentence = re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0].rstrip(".")
+    return f"{type(exc).__name__}: {sentence}" if sentence and sentence != "''" else type(exc).__name__
+
+
+def _read(path: str, trusted: bool) -> object:
+    _check_file(path)
     try:
         # NB: weights_only refuses arbitrary pickled objects, so loading a file cannot run its code.
         return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        hint = "" if trusted else " (if the file holds other Python objects and you trust it, pass trusted=True)"
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {first_line}{hint}") from exc
+    except pickle.UnpicklingError as exc:
+        if trusted or "weights only load failed" not in str(exc).lower():
+            raise CheckpointError(_unreadable(path, exc)) from exc
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        what = f"a pickled {found.group(1)}" if found else "pickled Python objects other than tensors and containers"
+        detail = f"{path}: not a readable PyTorch checkpoint without trusting it: it holds {what}, which a weights-only load refuses"
+        raise CheckpointError(f"{detail}; {TRUST_HINT}", needs_trust=True, detail=detail) from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, ... for bad files
+        raise CheckpointError(_unreadable(path, exc)) from exc
+
+
+def _unreadable(path: str, exc: BaseException) -> str:
+    """One line: what torch.load wanted, what the file looks like, torch's first sentence."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        size = os.path.getsize(path)
+    except OSError as err:
+        return f"{path}: cannot read the file: {err.strerror or err}"
+    expected = f"{path}: not a readable PyTorch checkpoint: expected a file written by torch.save, got"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's format since torch 1.6
+        return f"{expected} a zip archive of {_size(size)} that torch cannot read, truncated or damaged? ({_first_sentence(exc)})"
+    if head[:1] == b"\x80":  # a pickle: torch.save's legacy format
+        return f"{expected} a pickle of {_size(size)} that torch cannot read, truncated or damaged? ({_first_sentence(exc)})"
+    return f"{expected} {_size(size)} of something else (it starts with {head!r})"
 
 
 def _official_state_dict(path: str, raw: Mapping) -> dict[str, torch.Tensor]:

@@ -116,18 +116,42 @@ def test_missing_file(tmp_path):
         vf.load_model(tmp_path / "nowhere.pth")
 
 
-def test_truncated_file(tmp_path, official_file):
-    data = pathlib.Path(official_file[0]).read_bytes()
+def test_a_directory_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "weights.pth").mkdir()
+    with pytest.raises(vf.CheckpointError, match=r"weights.pth: a directory, not a checkpoint file") as info:
+        vf.load_model(tmp_path / "weights.pth")
+    assert "no such file" not in str(info.value)
+
+
+def one_line(exc) -> str:
+    text = str(exc)
+    assert "\n" not in text and "\x1b" not in text, text  # no paragraph of torch's advice, no terminal escapes
+    return text
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_truncated_file(tmp_path, official_file, legacy):
+    if legacy:
+        torch.save(official_file[1], tmp_path / "full.pth", _use_new_zipfile_serialization=False)
+        data = (tmp_path / "full.pth").read_bytes()
+    else:
+        data = pathlib.Path(official_file[0]).read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(vf.CheckpointError, match=r"cut.pth: not a readable PyTorch checkpoint"):
-        vf.load_model(tmp_path / "cut.pth")
+    for trusted in (False, True):
+        with pytest.raises(vf.CheckpointError, match=r"cut.pth: not a readable PyTorch checkpoint: expected a file "
+                                                     r"written by torch.save, got a (zip archive|pickle) of .* truncated") as info:
+            vf.load_model(tmp_path / "cut.pth", trusted=trusted)
+        # trusting a damaged file would not help: no advice to
+        assert "trusted" not in one_line(info.value) and not info.value.needs_trust
 
 
 @pytest.mark.parametrize("content", [b"hello, I am a text file\n", b""], ids=["text", "empty"])
 def test_not_a_checkpoint(tmp_path, content):
     (tmp_path / "x.pth").write_bytes(content)
-    with pytest.raises(vf.CheckpointError, match=r"x.pth: not a readable PyTorch checkpoint"):
+    with pytest.raises(vf.CheckpointError, match=r"x.pth: not a readable PyTorch checkpoint") as info:
         vf.load_model(tmp_path / "x.pth")
+    what = "it starts with b'hello, I" if content else "an empty file (0 bytes)"
+    assert what in one_line(info.value) and "trusted" not in str(info.value)
 
 
 @pytest.mark.parametrize("obj", [[1, 2, 3], {"weights": torch.zeros(2)}, {"model": 3}], ids=["list", "other-dict", "model-not-dict"])
@@ -143,8 +167,11 @@ class _Payload:
 
 def test_arbitrary_pickles_are_refused_unless_trusted(tmp_path):
     torch.save({"model": random_official_state(), "extra": _Payload()}, tmp_path / "p.pth")
-    with pytest.raises(vf.CheckpointError, match=r"p.pth: not a readable .*trusted=True"):
+    with pytest.raises(vf.CheckpointError, match=r"p.pth: not a readable .*trusted=True") as info:
         vf.load_model(tmp_path / "p.pth")
+    # one line that names the object found, and the advice apart for callers with their own (the CLI's --trusted)
+    assert "it holds a pickled tests.model.test_checkpoint._Payload" in one_line(info.value)
+    assert info.value.needs_trust and "trusted" not in info.value.detail and info.value.detail in str(info.value)
     assert vf.load_model(tmp_path / "p.pth", trusted=True).config.num_classes == 40
 
 
