@@ -3,7 +3,7 @@
 from visolo_fast.backends import BACKENDS, BackendUnavailable, available_backends
 from visolo_fast.checkpoint import CheckpointError, load_model, save_model
 from visolo_fast.config import VisoloConfig
-from visolo_fast.engine import FrameResult, StageTimes, Tracker, VideoResult, step_many
+from visolo_fast.engine import Engine, FrameResult, StageTimes, Tracker, VideoResult, segment_video, step_many
 from visolo_fast.model import FrameOutput, MemoryEntry, VisoloNet
 from visolo_fast.preprocess import preprocess
 
@@ -13,6 +13,7 @@ __all__ = [
     "BACKENDS",
     "BackendUnavailable",
     "CheckpointError",
+    "Engine",
     "FrameOutput",
     "FrameResult",
     "MemoryEntry",
@@ -25,5 +26,6 @@ __all__ = [
     "load_model",
     "preprocess",
     "save_model",
+    "segment_video",
     "step_many",
 ]

@@ -45,6 +45,10 @@ class MemoryBank(Generic[Entry]):
         if self.limit is not None and len(self.entries) > self.limit:
             del self.indices[1], self.entries[1]
 
+    def append(self, entry: Entry) -> None:
+        """Stores the frame after the newest stored one (frame 0 first)."""
+        self.add(self.indices[-1] + 1 if self.indices else 0, entry)
+
     def weight_sources(self) -> list[Entry]:
         """The entries the newest frame's grid weight compares it with (spec section 4):
         none for frame 0, frame 0 for frame 1, else the previous frame and the newest

@@ -1,13 +1,16 @@
-"""The network side of the tracker: how a frame is run against the memory, and the
-tracking embeddings the tracker asks for afterwards. Two engines, one interface:
+"""The network side of the engine: an :class:`Engine` (one model, one set of settings)
+runs frames through the network's passes (encode -> memory read -> predict) for its
+streams, each of which keeps its own memory, and hands the tracker a :class:`FramePass`.
 
-- :class:`ReferenceFrames`, the official structure in plain PyTorch: the memory stores
-  each frame's features, and every frame recomputes the tracking embeddings and memory
-  values of every stored frame it reads (the oracle of the tests);
-- :class:`FastFrames`: the memory stores each frame's keys (tracking reference
-  embeddings) and values, computed once when the frame ran; the network runs through a
-  :class:`~visolo_fast.engine.runner.NetworkRunner` (dtype, compile, CUDA graphs), the
-  ops on their fastest backend, and several streams can run in one batched forward.
+The two engines share the passes and differ in what a stream's memory keeps:
+
+- the reference engine (``backend="reference"``), the official structure in plain PyTorch:
+  each stored frame's features, whose keys and values are recomputed at every read
+  (:meth:`VisoloNet.forward_frame`), and whose keys are recomputed for the grid weights;
+- the fast engine (any other backend): each stored frame's keys and values, computed once
+  when the frame ran; the network through a :class:`~visolo_fast.engine.runner.NetworkRunner`
+  (dtype, compile, CUDA graphs), the ops on their fastest backend, and several streams in
+  one batched pass.
 """
 
 from __future__ import annotations
@@ -17,134 +20,167 @@ from typing import NamedTuple
 
 import torch
 
+from visolo_fast import backends
 from visolo_fast.engine.memory import MemoryBank
 from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.engine.stages import stage
+from visolo_fast.model.visolo import MemoryEntry
 from visolo_fast.ops import grid_weight
-from visolo_fast.ops.memory_read import memory_read
 
 
-class Ran(NamedTuple):
-    """One frame the network ran on, as the tracker keeps it until its instances are final."""
+class FramePass(NamedTuple):
+    """What the tracker needs of one frame's pass through the network (one stream)."""
 
     mask_features: torch.Tensor  # [dim, H/4, W/4], the network's dtype
     kernels: torch.Tensor  # [dim, S], the network's dtype
-    scores: torch.Tensor  # float32 [C, S]
-    association: torch.Tensor | None  # float32 [S, S]: sigmoid similarity, the previous frame's grids as rows
-    state: object  # what the engine needs for the embeddings and the memory
+    scores: torch.Tensor  # float32 [C, S]: sigmoid category scores
+    query: torch.Tensor  # [S, dim / 2]: tracking query embeddings (the association's rows)
+    key: torch.Tensor  # [S, dim / 2]: tracking reference embeddings (the association's columns)
+    weight: torch.Tensor | None  # float32 [S]: the grid weight; None for a video's first frame
 
 
-class ReferenceFrames:
-    """The official structure: features in memory, embeddings recomputed when needed."""
+class CachedEntry(NamedTuple):
+    """What the fast engine's memory keeps of a frame."""
 
-    def __init__(self, net):
-        self.net, self.memory = net, MemoryBank(net.config.max_memory_frames)
-
-    def run(self, image: torch.Tensor) -> Ran:
-        """image (Tensor[1, 3, H, W], normalised) -> :class:`Ran`, reading the memory."""
-        with stage("network"):  # backbone, heads and memory read: one pass of the reference network
-            out = self.net.forward_frame(image, self.memory.entries, "reference")
-        association = None if out.association is None else out.association[0]
-        return Ran(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), association, out)
-
-    def remember(self, index: int, ran: Ran) -> None:
-        self.memory.add(index, ran.state.memory_entry)
-
-    def grid_weight(self, ran: Ran) -> torch.Tensor | None:
-        """The grid weight (float32 [S]) of the newest frame, ``ran``, once it is in memory."""
-        sources = self.memory.weight_sources()
-        if not sources:
-            return None
-        track = self.net.Tracking_branch
-        keys = torch.stack([track.reference(entry.frame_f) for entry in sources], dim=1)  # [1, E, S, D]
-        return grid_weight(track.query(ran.state.frame_f), keys, "reference")[0]
-
-    def queries(self, state, grids: torch.Tensor) -> torch.Tensor:
-        """The tracking query embeddings (float32 [k, D]) of the grids ``grids`` of a frame
-        (its :attr:`Ran.state`)."""
-        return self.net.Tracking_branch.query(state.frame_f)[0, grids]
-
-    def keys(self, state, grids: torch.Tensor) -> torch.Tensor:
-        """The tracking reference embeddings (float32 [k, D]) of the grids ``grids`` of a frame
-        (its :attr:`Ran.state`)."""
-        return self.net.Tracking_branch.reference(state.frame_f)[0, grids]
-
-
-class _Cached(NamedTuple):
-    query: torch.Tensor  # [S, D]
-    key: torch.Tensor  # [S, D]
+    key: torch.Tensor  # [S, dim / 2]
     values: torch.Tensor  # [S, 2 dim]
 
 
-class FastFrames:
-    """Memory of keys and values computed once per frame; one stream of a batched forward."""
+class ReferenceStream:
+    """One stream's memory in the official structure: features, keys and values recomputed."""
 
-    def __init__(self, runner: NetworkRunner, backend: str, memory_limit: int | None = None):
-        self.runner, self.backend = runner, backend
-        self.memory: MemoryBank[_Cached] = MemoryBank(memory_limit)
+    def __init__(self, net, limit: int | None):
+        self.net, self.memory = net, MemoryBank(limit)
 
-    def run(self, image: torch.Tensor) -> Ran:
-        return FastFrames.run_many([self], image)[0]
+    def run(self, image: torch.Tensor) -> FramePass:
+        """image (Tensor[1, 3, H, W], normalised) -> the frame's :class:`FramePass`; the frame
+        is then in the memory."""
+        with stage("network"):  # backbone, heads and memory read: one pass of the reference network
+            out = self.net.forward_frame(image, self.memory.entries, "reference")
+        self.memory.append(out.memory_entry)
+        with stage("memory"):
+            sources = self.memory.weight_sources()
+            weight = None
+            if sources:
+                keys = torch.stack([self.net.Tracking_branch.reference(e.frame_f) for e in sources], dim=1)
+                weight = grid_weight(out.query, keys, "reference")[0]  # [1, S] -> [S]
+        return FramePass(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), out.query[0],
+                         out.key[0], weight)
 
-    @staticmethod
-    def run_many(streams: list[FastFrames], images: torch.Tensor) -> list[Ran]:
-        """One frame of each stream in one batched forward.
+
+class CachedStream:
+    """One stream's memory in the fast engine: each frame's keys and values, computed once."""
+
+    def __init__(self, limit: int | None):
+        self.memory = MemoryBank(limit)
+
+
+class Engine:
+    """One model run with one set of settings, for any number of streams
+    (:class:`visolo_fast.Tracker`). It owns what is built once per model and settings: the
+    weights in the chosen dtype and memory layout, the compiled code, the CUDA graphs.
+    Trackers made from one engine share them, and :func:`visolo_fast.step_many` runs them in
+    one batch.
+
+    NB: the engine takes the model's weights as they are when it is made (a converted copy
+    where the dtype or memory layout differs): make a new engine after changing them.
+    """
+
+    def __init__(self, net, backend: str = "auto", dtype: torch.dtype = torch.float32, compile: bool | str = False,
+                 cuda_graphs: bool = False):
+        """
+        Args:
+            net (VisoloNet): the network, with its config.
+            backend: ``"reference"`` runs the reference engine (the official structure in plain
+                PyTorch, float32); any other runs the fast engine with the ops on that backend
+                (``"auto"``: the fastest available), see :mod:`visolo_fast.backends`.
+            dtype: the network's dtype in the fast engine: float32, float16 or bfloat16 (thresholds,
+                NMS and the association stay float32). Reduced precision can change a
+                decision near a threshold: README, "Performance".
+            compile: run the network's passes through ``torch.compile`` (fast engine); True for
+                its default backend (inductor), or the name of a ``torch.compile`` backend.
+            cuda_graphs: replay the network's passes from CUDA graphs (fast engine, model on a GPU).
+        """
+        if backend not in backends.BACKENDS:
+            raise ValueError(f"Engine: backend must be one of {backends.BACKENDS}, got {backend!r}")
+        self.net, self.config, self.backend = net, net.config, backend
+        self.device = next(net.parameters()).device
+        self.runner: NetworkRunner | None = None
+        if backend == "reference":
+            if dtype != torch.float32 or compile or cuda_graphs:
+                raise ValueError(f"Engine: the reference engine (backend='reference') runs in float32 without compile "
+                                 f"or CUDA graphs, got dtype={dtype}, compile={compile}, cuda_graphs={cuda_graphs}; "
+                                 f"use backend='auto' for the fast engine")
+        else:
+            try:
+                self.runner = NetworkRunner(net, dtype, backend, compile, cuda_graphs)
+            except ValueError as exc:
+                raise ValueError(f"Engine: {exc}") from None
+
+    @property
+    def batched(self) -> bool:
+        """Whether several streams can run in one pass (the fast engine)."""
+        return self.runner is not None
+
+    def new_stream(self) -> ReferenceStream | CachedStream:
+        """An empty memory for one more stream."""
+        limit = self.config.max_memory_frames
+        return CachedStream(limit) if self.batched else ReferenceStream(self.net, limit)
+
+    def run(self, streams: list, images: torch.Tensor) -> list[FramePass]:
+        """One frame of each stream: the network's pass, reading and then updating each
+        stream's memory.
 
         Args:
-            streams: B streams sharing one runner.
+            streams: B streams of this engine (:meth:`new_stream`), each once; one for the reference engine.
             images (Tensor[B, 3, H, W]): normalised, float32; image b is stream b's next frame.
         """
-        runner, backend = streams[0].runner, streams[0].backend
-        enc = runner.encode(images)
-        read = enc.residual.new_empty(enc.residual.shape)  # contiguous, as memory_read's output
+        if not self.batched:
+            return [stream.run(image[None]) for stream, image in zip(streams, images)]
+        runner, backend = self.runner, self.backend
+        enc, values = runner.encode(images)
+        new = [CachedEntry(enc.key[b], values[b]) for b in range(len(streams))]
+        if len(streams) > 1:  # a stream's memory must not keep the whole batch alive
+            new = [CachedEntry(e.key.clone(), e.values.clone()) for e in new]
         with stage("memory"):
-            # Streams whose memories have the same length are read in one call; a stream's
-            # first frame reads itself (one entry).
-            groups: dict[int, list[int]] = defaultdict(list)
-            for b, s in enumerate(streams):
-                groups[max(len(s.memory), 1)].append(b)
-            for members in groups.values():
-                keys, values = [], []
-                for b in members:
-                    stored = streams[b].memory.entries or [_Cached(None, enc.key[b], enc.values[b])]
-                    keys.append(torch.cat([e.key for e in stored]))
-                    values.append(torch.cat([e.values for e in stored]))
-                if len(members) == len(streams):
-                    read = memory_read(enc.query, torch.stack(keys), torch.stack(values), enc.residual, backend)
-                    continue
-                # NB: slices, not an index tensor (whose host-to-device copy would synchronise).
-                got = memory_read(torch.cat([enc.query[b:b + 1] for b in members]), torch.stack(keys),
-                                  torch.stack(values), torch.cat([enc.residual[b:b + 1] for b in members]), backend)
-                for j, b in enumerate(members):
-                    read[b] = got[j]
+            read = self._read(streams, enc, new)
         scores, kernels = runner.predict(read)
-        ran = []
-        with stage("association"):
-            for b, s in enumerate(streams):
-                association = None
-                if s.memory.entries:
-                    # NB: float32 for the decisions, whatever the network's dtype.
-                    previous = s.memory.entries[-1].query
-                    association = torch.sigmoid(previous.float() @ enc.key[b].float().T)
-                parts = (enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1))
-                cached = _Cached(enc.query[b], enc.key[b], enc.values[b])
-                if len(streams) > 1:  # a stream's frames must not keep the whole batch alive
-                    parts, cached = [t.clone() for t in parts], _Cached(*(t.clone() for t in cached))
-                ran.append(Ran(*parts, association, cached))
-        return ran
+        passes = []
+        with stage("memory"):
+            for b, stream in enumerate(streams):
+                memory = stream.memory
+                memory.append(new[b])
+                sources = memory.weight_sources()
+                weight = None
+                if sources:
+                    keys = torch.stack([entry.key for entry in sources])[None]  # [1, E, S, D]
+                    weight = grid_weight(enc.query[b:b + 1], keys, backend)[0]  # float32 whatever the inputs' dtype
+                passes.append(FramePass(enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1),
+                                        enc.query[b], enc.key[b], weight))
+        return passes
 
-    def remember(self, index: int, ran: Ran) -> None:
-        self.memory.add(index, ran.state)
-
-    def grid_weight(self, ran: Ran) -> torch.Tensor | None:
-        sources = self.memory.weight_sources()
-        if not sources:
-            return None
-        keys = torch.stack([entry.key for entry in sources])[None]  # [1, E, S, D]
-        return grid_weight(ran.state.query[None], keys, self.backend)[0]  # float32 whatever the inputs' dtype
-
-    def queries(self, state: _Cached, grids: torch.Tensor) -> torch.Tensor:
-        return state.query[grids].float()
-
-    def keys(self, state: _Cached, grids: torch.Tensor) -> torch.Tensor:
-        return state.key[grids].float()
+    def _read(self, streams: list[CachedStream], enc, new: list[CachedEntry]) -> torch.Tensor:
+        """The memory read of each stream's frame, Tensor[B, S, 2 dim]. Streams whose memories
+        have the same length are read in one call; a stream's first frame reads itself."""
+        runner, backend = self.runner, self.backend
+        groups: dict[int, list[int]] = defaultdict(list)
+        for b, s in enumerate(streams):
+            groups[max(len(s.memory), 1)].append(b)
+        read = None
+        for members in groups.values():
+            keys, values = [], []
+            for b in members:
+                stored = streams[b].memory.entries or [new[b]]
+                keys.append(torch.cat([e.key for e in stored]))
+                values.append(torch.cat([e.values for e in stored]))
+            if len(members) == len(streams):
+                return runner.read(enc, torch.stack(keys), torch.stack(values))
+            # NB: slices, not an index tensor (whose host-to-device copy would synchronise).
+            part = enc._replace(**{f: torch.cat([getattr(enc, f)[b:b + 1] for b in members])
+                                   for f in ("query", "cat_f", "kernel_f")})  # what the read uses
+            got = runner.read(part, torch.stack(keys), torch.stack(values))
+            if read is None:
+                read = got.new_empty((len(streams), *got.shape[1:]))
+            for j, b in enumerate(members):
+                read[b] = got[j]
+        return read

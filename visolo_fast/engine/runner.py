@@ -5,14 +5,14 @@ optionally compiled (``torch.compile``) and/or replayed from CUDA graphs.
 The memory read is the one part of a frame whose shapes change (the memory grows every
 5 frames); it is a single fused op (:func:`visolo_fast.ops.memory_read`), so it runs
 between the graphs rather than inside them, and no padding or per-size graph is needed.
+
+A runner belongs to one :class:`~visolo_fast.engine.network.Engine`, which its trackers share.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
-from functools import partial
 from typing import Callable
 
 import torch
@@ -63,8 +63,7 @@ class CudaGraphed:
 
 
 class NetworkRunner:
-    """Runs a :class:`visolo_fast.VisoloNet` for the fast engine; shared by every tracker of
-    one model with the same settings (see :meth:`get`)."""
+    """Runs a :class:`visolo_fast.VisoloNet`'s passes for the fast engine."""
 
     def __init__(self, net, dtype: torch.dtype, backend: str, compile: bool | str, cuda_graphs: bool,
                  channels_last: bool | None = None):
@@ -94,37 +93,34 @@ class NetworkRunner:
         self.net = net
         if dtype != next(net.parameters()).dtype or channels_last:
             self.net = copy.deepcopy(net).to(dtype=dtype, memory_format=self.memory_format)
-        self.signature = _signature(net)
+        self.backend = backend
+        net = self.net
+
+        def heads(res2: torch.Tensor, res3: torch.Tensor, res4: torch.Tensor) -> tuple[Encoded, torch.Tensor]:
+            enc = net.heads(res2, res3, res4)
+            return enc, net.memory_values(enc.cat_f, enc.kernel_f)  # the frame's memory values, once
 
         def wrap(fn: Callable) -> Callable:
             if compile:
                 fn = torch.compile(fn, fullgraph=True, dynamic=False, backend="inductor" if compile is True else compile)
             return CudaGraphed(fn) if cuda_graphs else fn
 
-        self._backbone = wrap(self.net.backbone)
-        self._heads = wrap(partial(self.net.encode_features, backend=backend))
-        self._predict = wrap(self.net.predict)
+        self._backbone = wrap(net.backbone)
+        self._heads = wrap(heads)
+        self._predict = wrap(net.predict)
 
-    @staticmethod
-    def get(net, dtype: torch.dtype = torch.float32, backend: str = "auto", compile: bool | str = False,
-            cuda_graphs: bool = False) -> NetworkRunner:
-        """The runner of ``net`` with these settings, built once and kept with the model (so that
-        compiled code, CUDA graphs and converted weights serve every tracker), rebuilt when the
-        model's weights changed or moved."""
-        cache = net.__dict__.setdefault("_visolo_fast_runners", _RunnerCache())
-        key = (dtype, backend, "inductor" if compile is True else compile, cuda_graphs)
-        runner = cache.get(key)
-        if runner is None or runner.signature != _signature(net):
-            runner = cache[key] = NetworkRunner(net, dtype, backend, compile, cuda_graphs)
-        return runner
-
-    def encode(self, images: torch.Tensor) -> Encoded:
-        """images (Tensor[B, 3, H, W], float32, normalised) -> :class:`Encoded` in the runner's dtype."""
+    def encode(self, images: torch.Tensor) -> tuple[Encoded, torch.Tensor]:
+        """images (Tensor[B, 3, H, W], float32, normalised) -> (:class:`Encoded`, the frames' memory
+        values Tensor[B, S, 2 dim]), in the runner's dtype."""
         images = images.to(dtype=self.dtype, memory_format=self.memory_format)
         with stage("backbone"):
             features = self._backbone(images)
         with stage("heads"):
             return self._heads(*features)
+
+    def read(self, enc: Encoded, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The memory read (:meth:`VisoloNet.read`) with the runner's op backend: one fused op, between the graphs."""
+        return self.net.read(enc, keys, values, self.backend)
 
     def predict(self, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """read (Tensor[B, S, 2 dim]) -> (float32 scores Tensor[B, C, S1, S2], kernels Tensor[B, dim, S1, S2])."""
@@ -149,22 +145,3 @@ def ieee_float32(device: torch.device):
         yield
     finally:
         conv.fp32_precision, matmul.fp32_precision = saved
-
-
-class _RunnerCache(dict):
-    """A model's runners; not copied or pickled with the model (they hold copies of it)."""
-
-    def __deepcopy__(self, memo) -> _RunnerCache:
-        return _RunnerCache()
-
-    def __reduce__(self):
-        return (_RunnerCache, ())
-
-
-def _signature(net) -> tuple:
-    # Where every weight lives and how often it was written to: a runner built before
-    # load_state_dict(), .to() or an in-place edit of the model must not be reused.
-    # NB: tensors made under torch.inference_mode() have no version counter (and cannot
-    # be edited in place outside it): their address stands for them.
-    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype)
-                 for t in itertools.chain(net.parameters(), net.buffers()))

@@ -1,8 +1,16 @@
 """Online video instance segmentation: frames in, tracked instances out (spec sections 3-7).
 
-A frame's instances are final one frame late: the association of frame t with
-the tracks needs frame t + 1's similarity matrix (t -> t + 1), and the grid
-weight of frame t is computed from the memory as it stands after frame t.
+Data flows one way: frame -> network pass (:class:`~visolo_fast.engine.network.Engine`,
+reading and then updating the stream's memory) -> instances -> tracks -> the frame's
+:class:`FrameResult`, returned by the same :meth:`Tracker.step` call.
+
+Nothing of frame t's result depends on a later frame. The official loop finalises frame t
+one iteration late, but from what was known after pass t: the grid weight of memory
+entries that are all <= t, the rows of frame t - 1's instances in the association matrix
+of pass t (t - 1 -> t), the candidates (frames <= t - 1) and frame t's own outputs. The
+matrix of pass t + 1 only supplies the rows of frame t's instances for frame t + 1's
+matching; here they are computed when frame t + 1 is matched, from frame t's instances'
+query embeddings (kept) and frame t + 1's keys.
 """
 
 from __future__ import annotations
@@ -14,11 +22,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from visolo_fast import backends
 from visolo_fast.engine.association import Candidate, match_candidates, match_previous
-from visolo_fast.engine.frames import FastFrames, Ran, ReferenceFrames
 from visolo_fast.engine.instances import FrameInstances, extract_instances
-from visolo_fast.engine.runner import NetworkRunner, ieee_float32
+from visolo_fast.engine.network import Engine, FramePass
+from visolo_fast.engine.runner import ieee_float32
 from visolo_fast.engine.stages import stage
 from visolo_fast.io.ytvis import to_ytvis
 from visolo_fast.ops import resize_masks
@@ -53,13 +60,11 @@ class VideoResult:
 
 
 class _Previous(NamedTuple):
-    """What the association needs of the last finalised frame's instances."""
+    """What the association needs of the previous frame's instances."""
 
     index: int
-    grids: torch.Tensor  # int64 [k]
     tracks: list[int]
-    state: object  # the frame's Ran.state, for its embeddings
-    rows: torch.Tensor | None  # [k, S]: their similarity with every grid of the next frame
+    queries: torch.Tensor  # float32 [k, D]: their tracking query embeddings
 
 
 def _check_size(size, what: str) -> tuple[int, int] | None:
@@ -72,55 +77,43 @@ def _check_size(size, what: str) -> tuple[int, int] | None:
 
 
 class Tracker:
-    """Streams a video through VISOLO: :meth:`step` each frame, then :meth:`flush`.
+    """Streams a video through VISOLO: :meth:`step` each frame, which returns that frame's
+    result; :meth:`flush` ends the stream.
 
     No masks are kept: frame results are handed out, not stored (unless
     ``keep_video=True``). What grows is what the official algorithm keeps: the
     model's memory (one more entry every 5 frames, unless ``VisoloConfig.max_memory_frames``
     caps it), per track a running sum of its category scores, and per lost instance not
     re-identified yet (a candidate) its query embedding (dim / 2 floats).
-
-    The fast engine's network runner is shared by the model's trackers with the same
-    settings and rebuilt when the model's weights change; a tracker keeps the runner it
-    was created with (a converted copy of the weights, where there is one, stays as it was).
     """
 
     def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False,
                  dtype: torch.dtype = torch.float32, compile: bool | str = False, cuda_graphs: bool = False):
         """
         Args:
-            net (VisoloNet): the network, with its config.
+            net: a :class:`visolo_fast.VisoloNet`, run with the engine options below; or an
+                :class:`visolo_fast.Engine`, whose settings (and compiled code, CUDA graphs,
+                converted weights) its trackers share: then leave the engine options as they are.
             output_size: (height, width) of the output masks; default each frame's own size.
-            backend: ``"reference"`` runs the reference engine (the official structure in plain
-                PyTorch, float32); any other runs the fast engine with the ops on that backend
-                (``"auto"``: the fastest available), see :mod:`visolo_fast.backends`.
             keep_video: keep every frame result so :meth:`video_result` can assemble the
                 whole video (memory grows with the video).
-            dtype: the network's dtype in the fast engine: float32, float16 or bfloat16 (thresholds,
-                NMS and the association stay float32). Reduced precision can change a
-                decision near a threshold: README, "Performance".
-            compile: run the network's passes through ``torch.compile`` (fast engine); True for
-                its default backend (inductor), or the name of a ``torch.compile`` backend.
-            cuda_graphs: replay the network's passes from CUDA graphs (fast engine, model on a GPU).
+            backend, dtype, compile, cuda_graphs: the engine, see :class:`visolo_fast.Engine`
+                (``"auto"``: the fast engine; ``"reference"``: the reference engine).
         """
-        if backend not in backends.BACKENDS:
-            raise ValueError(f"Tracker: backend must be one of {backends.BACKENDS}, got {backend!r}")
-        self.net, self.config, self.backend = net, net.config, backend
-        self.output_size = _check_size(output_size, "Tracker: output_size")
-        self.device = next(net.parameters()).device
-        if backend == "reference":
-            if dtype != torch.float32 or compile or cuda_graphs:
-                raise ValueError(f"Tracker: the reference engine (backend='reference') runs in float32 without compile "
-                                 f"or CUDA graphs, got dtype={dtype}, compile={compile}, cuda_graphs={cuda_graphs}; "
-                                 f"use backend='auto' for the fast engine")
-            self._frames = ReferenceFrames(net)
+        if isinstance(net, Engine):
+            if (backend, dtype, compile, cuda_graphs) != ("auto", torch.float32, False, False):
+                raise ValueError(f"Tracker: backend, dtype, compile and cuda_graphs are the engine's settings; pass "
+                                 f"them to Engine(), not to a tracker of an engine (got backend={backend!r}, "
+                                 f"dtype={dtype}, compile={compile!r}, cuda_graphs={cuda_graphs!r})")
+            self.engine = net
         else:
             try:
-                runner = NetworkRunner.get(net, dtype, backend, compile, cuda_graphs)
+                self.engine = Engine(net, backend, dtype, compile, cuda_graphs)
             except ValueError as exc:
-                raise ValueError(f"Tracker: {exc}") from None
-            self._frames = FastFrames(runner, backend, self.config.max_memory_frames)
-        self._pending: Ran | None = None  # the last frame the network ran on, not final yet
+                raise ValueError(f"Tracker: {str(exc).removeprefix('Engine: ')}") from None
+        self.config, self.backend, self.device = self.engine.config, self.engine.backend, self.engine.device
+        self.output_size = _check_size(output_size, "Tracker: output_size")
+        self.stream = self.engine.new_stream()
         self._previous: _Previous | None = None
         self._candidates: list[Candidate] = []
         self._sums = torch.zeros((0, self.config.num_classes), dtype=torch.float64, device=self.device)
@@ -142,25 +135,23 @@ class Tracker:
     @property
     def memory_frames(self) -> list[int]:
         """The indices of the frames in the model's memory, oldest first."""
-        return list(self._frames.memory.indices)
+        return list(self.stream.memory.indices)
 
     @torch.no_grad()
-    def step(self, frame) -> list[FrameResult]:
-        """Runs one frame (uint8 RGB, [H, W, 3] numpy array or tensor).
-
-        Returns:
-            The frame results that became final: the previous frame's (none for the first frame).
-        """
-        image, size = self._prepare(frame, "Tracker.step")
-        self._frame_size = size
+    def step(self, frame) -> FrameResult:
+        """Runs one frame (uint8 RGB, [H, W, 3] numpy array or tensor) and returns its result:
+        its instances with their tracks, final (nothing in it depends on a later frame)."""
+        image = self.prepare(frame, "Tracker.step")
         with ieee_float32(self.device):
-            return self._advance(self._frames.run(image))
+            return self.finish(self.engine.run([self.stream], image)[0], tuple(frame.shape[:2]))
 
-    def _prepare(self, frame, caller: str) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Checks a frame and makes it the network's input: (Tensor[1, 3, H, W], the frame's (H, W)).
-        The tracker is not changed (the caller commits the size once every frame is good)."""
+    def prepare(self, frame, caller: str = "Tracker.prepare") -> torch.Tensor:
+        """The first half of :meth:`step` (:func:`visolo_fast.step_many` runs it for each
+        stream, then one batched pass): checks a frame and makes it the network's input,
+        Tensor[1, 3, H, W]. The tracker is not changed."""
         if self._flushed:
-            raise RuntimeError(f"{caller}: this tracker was flushed (its video ended); start a new one with model.tracker()")
+            raise RuntimeError(f"{caller}: this tracker was flushed (its video ended); start a new one with "
+                               f"visolo_fast.Tracker()")
         if not isinstance(frame, (np.ndarray, torch.Tensor)) or frame.ndim != 3 or frame.shape[-1] != 3:
             got = f"shape {tuple(frame.shape)}" if isinstance(frame, (np.ndarray, torch.Tensor)) else type(frame).__name__
             raise ValueError(f"{caller}: frame must be one [H, W, 3] uint8 RGB array or tensor, got {got}")
@@ -169,34 +160,44 @@ class Tracker:
             raise ValueError(f"{caller}: frame {self._num_frames} is {size[0]} x {size[1]}, the video's frames are "
                              f"{self._frame_size[0]} x {self._frame_size[1]}")
         cfg = self.config
-        return preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std), size
+        return preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
 
-    def _advance(self, ran: Ran) -> list[FrameResult]:
-        """Takes the network's pass over the next frame: the previous frame becomes final."""
-        results = [self._finalize(ran.association)] if self._pending is not None else []
-        self._frames.remember(self._num_frames, ran)
-        self._pending = ran
+    def finish(self, frame: FramePass, size: tuple[int, int]) -> FrameResult:
+        """The second half of :meth:`step`: the frame's instances, their tracks, its result.
+
+        Args:
+            frame: the network's pass over the frame (:meth:`visolo_fast.Engine.run`).
+            size: the frame's (height, width), the masks' size unless ``output_size`` was given.
+        """
+        index, cfg = self._num_frames, self.config
+        self._frame_size = size
+        inst = extract_instances(frame.mask_features, frame.kernels, frame.scores, frame.weight, cfg, self.backend)
+        with stage("association"):
+            tracks = self._associate(index, inst, frame)
+        # NB: float32 for the decisions, whatever the network's dtype.
+        self._previous = None if inst.count == 0 else _Previous(index, tracks, frame.query[inst.grids].float())
+        ids = torch.tensor(tracks, dtype=torch.int64, device=self.device)
+        self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
+        with stage("masks"):
+            masks = resize_masks(inst.masks, self.output_size or size, cfg.mask_thr, self.backend)
+        result = FrameResult(index, ids, masks, inst.labels, inst.scores.float())
+        if self._kept is not None:
+            self._kept.append(result)
         self._num_frames += 1
-        return results
+        return result
 
-    @torch.no_grad()
-    def flush(self) -> list[FrameResult]:
-        """Ends the video: returns the last frame's result (an empty list if it was already flushed)."""
-        if self._flushed or self._pending is None:
-            self._flushed = True
-            return []
-        with ieee_float32(self.device):
-            result = self._finalize(None)
-        self._pending, self._flushed = None, True
-        return [result]
+    def flush(self) -> None:
+        """Ends the stream: every frame's result was returned by its :meth:`step`; after this,
+        :meth:`step` refuses more frames."""
+        self._flushed = True
 
     def video_result(self) -> VideoResult:
-        """The whole video's tracks, as :meth:`VisoloNet.segment_video` returns them."""
+        """The whole video's tracks so far, as :func:`visolo_fast.segment_video` returns them."""
         if self._kept is None:
             raise RuntimeError("Tracker.video_result: this tracker does not keep frame results; "
-                               "create it with model.tracker(..., keep_video=True)")
-        if not self._flushed or self._num_frames == 0:
-            raise RuntimeError("Tracker.video_result: the video is not complete: step at least one frame, then flush()")
+                               "create it with Tracker(..., keep_video=True)")
+        if self._num_frames == 0:
+            raise RuntimeError("Tracker.video_result: no frame yet: step at least one frame")
         height, width = self.output_size or self._frame_size
         masks = torch.zeros((self.num_tracks, self._num_frames, height, width), dtype=torch.bool, device=self.device)
         for result in self._kept:
@@ -211,42 +212,17 @@ class Tracker:
         scores, labels = average.max(dim=1)
         return scores.float(), labels
 
-    def _finalize(self, association: torch.Tensor | None) -> FrameResult:
-        """Extracts the pending frame's instances and gives them tracks.
-
-        Args:
-            association (Tensor[S, S] or None): the next frame's similarity with the
-                pending one (pending frame's grids as rows); None at the end of the video.
-        """
-        ran, index, cfg = self._pending, self._num_frames - 1, self.config
-        with stage("memory"):
-            weight = self._frames.grid_weight(ran)
-        inst = extract_instances(ran.mask_features, ran.kernels, ran.scores, weight, cfg, self.backend)
-        with stage("association"):
-            tracks = self._associate(index, inst, ran)
-        self._previous = None if inst.count == 0 else _Previous(
-            index, inst.grids, tracks, ran.state, None if association is None else association[inst.grids])
-        ids = torch.tensor(tracks, dtype=torch.int64, device=self.device)
-        self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
-        with stage("masks"):
-            masks = resize_masks(inst.masks, self.output_size or self._frame_size, cfg.mask_thr, self.backend)
-        result = FrameResult(index, ids, masks, inst.labels, inst.scores.float())
-        if self._kept is not None:
-            self._kept.append(result)
-        return result
-
-    def _associate(self, index: int, inst: FrameInstances, ran: Ran) -> list[int]:
+    def _associate(self, index: int, inst: FrameInstances, frame: FramePass) -> list[int]:
         """Track ids for the instances of frame ``index`` (spec section 6)."""
         prev, candidates, thr = self._previous, self._candidates, self.config.tracking_thr
         tracks: list[int | None] = [None] * inst.count
         taken: set[int] = set()
         if inst.count and (prev is not None or candidates):
-            blocks = [prev.rows[:, inst.grids]] if prev is not None else []
-            if candidates:
-                reference = self._frames.keys(ran.state, inst.grids)  # [k, D]
-                blocks += [torch.sigmoid(c.queries @ reference.T) for c in candidates]
-            # The one device-to-host transfer of the frame's association.
-            host = torch.cat(blocks).float().cpu().numpy()
+            # The previous frame's instances and every candidate entry against this frame's
+            # instances: sigmoid(query . key), one product, one device-to-host transfer.
+            blocks = ([prev.queries] if prev is not None else []) + [c.queries for c in candidates]
+            keys = frame.key[inst.grids].float()  # [k, D]
+            host = torch.sigmoid(torch.cat(blocks) @ keys.T).cpu().numpy()
             offsets = np.cumsum([0] + [b.shape[0] for b in blocks])
             sims = [host[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
             if prev is not None:
@@ -263,8 +239,7 @@ class Tracker:
             # The previous frame's instances no current instance took may come back later.
             lost = [r for r in range(len(prev.tracks)) if r not in taken]
             if lost:
-                queries = self._frames.queries(prev.state, prev.grids[lost])
-                self._candidates.append(Candidate(prev.index, queries, [prev.tracks[r] for r in lost]))
+                self._candidates.append(Candidate(prev.index, prev.queries[lost], [prev.tracks[r] for r in lost]))
         return tracks
 
     def _accumulate(self, ids: torch.Tensor, num_tracks: int, score_vecs: torch.Tensor) -> None:
@@ -277,8 +252,21 @@ class Tracker:
         self._counts.index_add_(0, ids, (score_vecs.sum(1) != 0).long())
 
 
-def segment_video(net, frames, output_size: tuple[int, int] | None = None, backend: str = "auto", **options) -> VideoResult:
-    """Runs a whole video; see :meth:`visolo_fast.VisoloNet.segment_video`."""
+def segment_video(net, frames, output_size: tuple[int, int] | None = None, backend: str = "auto",
+                  **options) -> VideoResult:
+    """Segments and tracks the instances of a whole video, online, frame by frame.
+
+    Args:
+        net: a :class:`visolo_fast.VisoloNet` (run with ``backend`` and ``options``: dtype, compile,
+            cuda_graphs, see :class:`visolo_fast.Engine`) or an :class:`visolo_fast.Engine`.
+        frames: the video, uint8 RGB: a sequence of [H, W, 3] arrays (or tensors), or a
+            Tensor[N, H, W, 3].
+        output_size: (height, width) of the output masks; default the frames' own size.
+
+    Returns:
+        :class:`VideoResult`: ``scores`` (float32 [K]), ``labels`` (int64 [K], 0-based),
+        ``masks`` (bool [K, N, H_out, W_out]); K = 0 if nothing was found.
+    """
     if isinstance(frames, (torch.Tensor, np.ndarray)):
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"segment_video: frames must be [N, H, W, 3] uint8 RGB, got shape {tuple(frames.shape)}")
@@ -295,7 +283,7 @@ def segment_video(net, frames, output_size: tuple[int, int] | None = None, backe
 
 
 @torch.no_grad()
-def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[list[FrameResult]]:
+def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[FrameResult]:
     """Steps several streams at once: one frame each, the network run as one batch.
 
     Each tracker keeps its own memory and tracks; the results are those of
@@ -303,12 +291,11 @@ def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[list[FrameR
     convolutions may sum in another order). The streams may be at different frames.
 
     Args:
-        trackers: fast-engine trackers of one model with the same settings (backend, dtype,
-            compile, CUDA graphs), each stream once.
+        trackers: fast-engine trackers of one :class:`visolo_fast.Engine`, each stream once.
         frames: one uint8 RGB [H, W, 3] frame per tracker (their sizes may differ).
 
     Returns:
-        Per tracker, what its :meth:`Tracker.step` would return.
+        Per tracker, its frame's result.
     """
     trackers, frames = list(trackers), list(frames)
     if len(trackers) != len(frames):
@@ -317,17 +304,14 @@ def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[list[FrameR
         return []
     if len({id(t) for t in trackers}) != len(trackers):
         raise ValueError("step_many: a tracker appears twice; step a stream once per call")
+    engine = trackers[0].engine if isinstance(trackers[0], Tracker) else None
     for i, t in enumerate(trackers):
-        if not isinstance(t, Tracker) or not isinstance(t._frames, FastFrames):
+        if not isinstance(t, Tracker) or not t.engine.batched:
             raise ValueError(f"step_many: trackers[{i}] must be a fast-engine Tracker (backend other than 'reference')")
-        if t._frames.runner is not trackers[0]._frames.runner:
-            raise ValueError(f"step_many: trackers[{i}] runs another model or other settings (backend, dtype, compile, "
-                             f"CUDA graphs) than trackers[0], or was created before the model's weights changed; batch "
-                             f"the trackers of one model created with the same settings")
-    prepared = [t._prepare(f, f"step_many: trackers[{i}]") for i, (t, f) in enumerate(zip(trackers, frames))]
-    for t, (_, size) in zip(trackers, prepared):
-        t._frame_size = size
-    images = torch.cat([image for image, _ in prepared])
+        if t.engine is not engine:
+            raise ValueError(f"step_many: trackers[{i}] has another engine than trackers[0]; make the trackers of "
+                             f"one engine: engine = visolo_fast.Engine(model, ...), then visolo_fast.Tracker(engine)")
+    images = torch.cat([t.prepare(f, f"step_many: trackers[{i}]") for i, (t, f) in enumerate(zip(trackers, frames))])
     with ieee_float32(images.device):
-        runs = FastFrames.run_many([t._frames for t in trackers], images)
-        return [t._advance(ran) for t, ran in zip(trackers, runs)]
+        passes = engine.run([t.stream for t in trackers], images)
+        return [t.finish(p, tuple(f.shape[:2])) for t, p, f in zip(trackers, passes, frames)]

@@ -151,9 +151,6 @@ class Memory(nn.Module):
         super().__init__()
         self.conv1 = conv_gn(dim, dim, 3, groups)
 
-    def values(self, stored: torch.Tensor) -> torch.Tensor:
-        """stored (Tensor[B, T, dim, S1, S2]) -> memory values Tensor[B, T * S, dim], entry-major."""
-        B, T, D = stored.shape[:3]
-        v = self.conv1(stored.flatten(0, 1))  # [B * T, dim, S1, S2]
-        return v.flatten(2).transpose(1, 2).reshape(B, -1, D)
-
+    def values(self, features: torch.Tensor) -> torch.Tensor:
+        """features (Tensor[N, dim, S1, S2]) -> memory values Tensor[N, S, dim]."""
+        return self.conv1(features).flatten(2).transpose(1, 2)
