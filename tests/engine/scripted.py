@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from visolo_fast import FrameOutput, VisoloConfig
+from visolo_fast import FrameOutput, VisoloConfig, VisoloNet
 from visolo_fast.model import Encoded
 
 NUM_IDS = 64  # object identities available to a script
@@ -51,8 +51,8 @@ class ScriptedTracking(nn.Module):
         g = self._grids(f)
         return torch.cat([g, -torch.ones_like(g[..., :1])], -1)
 
-    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(self.query(f1), self.reference(f2).transpose(1, 2))
+    def embeddings(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.query(f), self.reference(f)
 
 
 class ScriptedNet(nn.Module):
@@ -88,26 +88,34 @@ class ScriptedNet(nn.Module):
             features[0, c, y0:y1, x0:x1] = 10.0
         return frame_f.reshape(1, NUM_IDS, S1, S2), scores, kernels, features
 
-    # The reference engine's interface.
-    def forward_frame(self, images, memory=(), backend="auto") -> FrameOutput:
-        frame_f, scores, kernels, features = self._next_frame()
-        association = torch.sigmoid(self.Tracking_branch(memory[-1].frame_f, frame_f)) if memory else None
-        return FrameOutput(frame_f=frame_f, cat_f=frame_f.clone(), kernel_f=frame_f.clone(), mask_features=features,
-                           scores=scores.reshape(1, -1, *CONFIG.grid), kernels=kernels.reshape(1, -1, *CONFIG.grid),
-                           association=association)
-
-    # The fast engine's interface: the scripted scores and kernels pass through the memory
-    # read as its residual (the memory's values are zero).
+    # The network's passes (as VisoloNet's), so both engines run it: the scripted scores and
+    # kernels are the category and kernel features, and pass through the memory read as its
+    # residual (the memory's values are zero).
     def backbone(self, images):
         return images, images, images
 
-    def encode_features(self, res2, res3, res4, backend="auto") -> Encoded:
+    def heads(self, res2, res3, res4) -> Encoded:
         frame_f, scores, kernels, features = self._next_frame()
-        track = self.Tracking_branch
         padded = torch.zeros(1, CONFIG.dim, scores.shape[2])
         padded[:, :CONFIG.num_classes] = scores
-        residual = torch.cat([padded, kernels], dim=1).transpose(1, 2)  # [1, S, 2 dim]
-        return Encoded(features, track.query(frame_f), track.reference(frame_f), torch.zeros_like(residual), residual)
+        grid = lambda x: x.reshape(1, -1, *CONFIG.grid)  # noqa: E731
+        return Encoded(frame_f, grid(padded), grid(kernels), features, *self.Tracking_branch.embeddings(frame_f))
+
+    def memory_values(self, cat_f, kernel_f):
+        return torch.zeros(cat_f.shape[0], CONFIG.num_grids, 2 * CONFIG.dim)
+
+    def memory_keys_values(self, stored):
+        keys = torch.cat([self.Tracking_branch.reference(e.frame_f) for e in stored], dim=1)
+        return keys, torch.zeros(1, keys.shape[1], 2 * CONFIG.dim)
+
+    encode = VisoloNet.encode
+    residual = staticmethod(VisoloNet.residual)
+    read = VisoloNet.read
+
+    def forward_frame(self, images, memory=(), backend="auto") -> FrameOutput:
+        enc = self.encode(images)
+        keys, values = self.memory_keys_values(list(memory) or [enc.memory_entry])
+        return FrameOutput(*enc, *self.predict(self.read(enc, keys, values, backend)))
 
     def predict(self, read):
         scores = read[:, :, :CONFIG.num_classes].transpose(1, 2).reshape(read.shape[0], -1, *CONFIG.grid)

@@ -45,8 +45,7 @@ def run(script):
     tracker = Tracker(ScriptedNet(script), keep_video=True)
     results = []
     for frame in blank_frames(len(script)):
-        results += tracker.step(frame)
-    results += tracker.flush()
+        results.append(tracker.step(frame))
     return tracker, results
 
 

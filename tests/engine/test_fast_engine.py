@@ -10,7 +10,7 @@ import torch
 import visolo_fast as vf
 from tests.conftest import TRITON_DEVICE, require_backend
 from tests.engine.lively import lively_net
-from visolo_fast.engine.frames import FastFrames, ReferenceFrames
+from visolo_fast.engine.network import CachedStream, ReferenceStream
 from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.sample import sample_frames
 
@@ -18,7 +18,7 @@ H, W = 72, 128
 
 
 def video_of(net, frames, **kw) -> vf.VideoResult:
-    return net.segment_video(frames, **kw)
+    return vf.segment_video(net, frames, **kw)
 
 
 def assert_same_tracks(ref: vf.VideoResult, got: vf.VideoResult, score_atol=1e-4, min_iou=0.999):
@@ -57,10 +57,9 @@ def test_fast_engine_with_triton_ops(frames):
 
 def test_the_default_is_the_fast_engine():
     net = lively_net(4)
-    assert isinstance(net.tracker()._frames, FastFrames)
-    assert isinstance(vf.Tracker(net)._frames, FastFrames)
-    assert isinstance(net.tracker(backend="reference")._frames, ReferenceFrames)
-    assert isinstance(net.tracker(backend="cpp")._frames, FastFrames)
+    assert isinstance(vf.Tracker(net).stream, CachedStream) and vf.Engine(net).batched
+    assert isinstance(vf.Tracker(net, backend="reference").stream, ReferenceStream)
+    assert isinstance(vf.Tracker(net, backend="cpp").stream, CachedStream)
 
 
 def test_each_frame_is_encoded_once(frames, monkeypatch):
@@ -81,9 +80,9 @@ def test_each_frame_is_encoded_once(frames, monkeypatch):
     for obj, name in ((net.Tracking_branch, "embeddings"), (net.Memory_module, "values"),
                       (net.Tracking_branch, "query"), (net.Tracking_branch, "reference"), (net, "forward_frame")):
         count(obj, name)
-    runner = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=False)
-    tracker = vf.Tracker(net)
-    tracker._frames = FastFrames(runner, "auto")  # this net's own (patched) modules, no converted copy
+    engine = vf.Engine(net)
+    engine.runner = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=False)  # this net's own (patched) modules
+    tracker = vf.Tracker(engine)
     for frame in frames:
         tracker.step(frame)
     tracker.flush()
@@ -98,8 +97,7 @@ def test_channels_last_changes_nothing_but_rounding():
     with torch.no_grad():
         a = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=False).encode(x)
         b = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=True).encode(x)
-    for u, v in zip(a, b):
-        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype,budget", [(torch.bfloat16, 0.05), (torch.float16, 0.01)])
@@ -110,9 +108,9 @@ def test_reduced_precision_network(dtype, budget):
     net = lively_net(4)
     x = vf.preprocess(sample_frames(1, H, W)[0], size=net.config.input_size)
     with torch.no_grad():
-        full = NetworkRunner.get(net).encode(x)
-        low = NetworkRunner.get(net, dtype).encode(x)
-    for name, u, v in zip(full._fields, full, low):
+        full_enc, full_values = NetworkRunner(net, torch.float32, "auto", False, False).encode(x)
+        low_enc, low_values = NetworkRunner(net, dtype, "auto", False, False).encode(x)
+    for name, u, v in zip((*full_enc._fields, "values"), (*full_enc, full_values), (*low_enc, low_values)):
         assert v.dtype == dtype
         error = (v.float() - u).norm() / u.norm()
         assert error < budget, f"{name}: relative error {error:.4f}"
@@ -120,26 +118,27 @@ def test_reduced_precision_network(dtype, budget):
 
 def test_reduced_precision_engine(frames):
     net = lively_net(3)
-    tracker = net.tracker(dtype=torch.bfloat16, keep_video=True)
-    results = [r for f in frames[:6] for r in tracker.step(f)] + tracker.flush()
+    tracker = vf.Tracker(net, dtype=torch.bfloat16, keep_video=True)
+    results = [tracker.step(f) for f in frames[:6]]
     assert all(r.scores.dtype == torch.float32 and r.masks.dtype == torch.bool for r in results)
-    assert all(e.key.dtype == torch.bfloat16 for e in tracker._frames.memory.entries)
+    assert all(e.key.dtype == torch.bfloat16 for e in tracker.stream.memory.entries)
     assert len(tracker.video_result()) >= 1
 
 
-def test_runner_is_shared_and_rebuilt_when_the_weights_change():
+def test_an_engine_is_shared_by_its_trackers():
+    """The runner (converted weights, compiled code, graphs) belongs to the engine: its
+    trackers share it, each keeps its own memory; engine settings are the engine's."""
     net = lively_net(4)
-    a, b = net.tracker(), net.tracker()
-    assert a._frames.runner is b._frames.runner
-    assert net.tracker(dtype=torch.bfloat16)._frames.runner is not a._frames.runner
-    with torch.no_grad():
-        net.Mask_branch.pred.weight.mul_(1.5)  # an in-place edit of a weight
-    rebuilt = net.tracker()._frames.runner
-    assert rebuilt is not a._frames.runner
-    torch.testing.assert_close(rebuilt.net.Mask_branch.pred.weight, net.Mask_branch.pred.weight)
-    net.load_state_dict(lively_net(5).state_dict())
-    assert net.tracker()._frames.runner is not rebuilt
-    assert not copy.deepcopy(net).__dict__.get("_visolo_fast_runners")  # a copy of the model starts afresh
+    engine = vf.Engine(net, dtype=torch.bfloat16)
+    a, b = vf.Tracker(engine), vf.Tracker(engine)
+    assert a.engine is b.engine is engine and a.stream is not b.stream
+    assert vf.Tracker(net).engine is not vf.Tracker(net).engine  # a model makes an engine per tracker
+    assert engine.runner.net is not net and engine.runner.net.Mask_branch.pred.weight.dtype == torch.bfloat16
+    assert net.Mask_branch.pred.weight.dtype == torch.float32  # the user's model is not converted
+    with pytest.raises(ValueError, match="are the engine's settings; pass them to Engine"):
+        vf.Tracker(engine, dtype=torch.float32, backend="cpp")
+    frame = sample_frames(1, H, W)[0]
+    assert a.step(frame).index == 0 and b.step(frame).index == 0 and a.step(frame).index == 1
 
 
 def test_model_made_in_inference_mode(frames):
@@ -178,20 +177,21 @@ def test_torch_compile_matches_eager(frames):
 def test_options_errors():
     net = lively_net(4)
     with pytest.raises(ValueError, match="reference engine .* float32"):
-        net.tracker(backend="reference", dtype=torch.bfloat16)
+        vf.Tracker(net, backend="reference", dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="reference engine"):
-        net.tracker(backend="reference", compile=True)
+        vf.Tracker(net, backend="reference", compile=True)
     with pytest.raises(ValueError, match="dtype must be one of"):
-        net.tracker(dtype=torch.float64)
+        vf.Tracker(net, dtype=torch.float64)
     with pytest.raises(ValueError, match="cuda_graphs=True needs the model on a GPU, it is on cpu"):
-        net.tracker(cuda_graphs=True)
+        vf.Tracker(net, cuda_graphs=True)
     with pytest.raises(ValueError, match="compile must be"):
-        net.tracker(compile=1)
+        vf.Tracker(net, compile=1)
 
 
 def staggered_streams(net, videos, starts, batched: bool):
     """Runs the videos as streams starting at the given steps, batched or one by one."""
-    trackers = [net.tracker() for _ in videos]
+    engine = vf.Engine(net)
+    trackers = [vf.Tracker(engine) for _ in videos]
     results = [[] for _ in videos]
     for step in range(max(s + len(v) for s, v in zip(starts, videos))):
         active = [i for i, (s, v) in enumerate(zip(starts, videos)) if 0 <= step - s < len(v)]
@@ -199,9 +199,8 @@ def staggered_streams(net, videos, starts, batched: bool):
         outs = vf.step_many([trackers[i] for i in active], batch) if batched else \
             [trackers[i].step(f) for i, f in zip(active, batch)]
         for i, out in zip(active, outs):
-            results[i] += out
-    for i, t in enumerate(trackers):
-        results[i] += t.flush()
+            assert out.index == step - starts[i]  # each stream's own frame, at once
+            results[i].append(out)
     return results
 
 
@@ -226,7 +225,8 @@ def test_step_many_equals_one_by_one():
 
 def test_step_many_bad_input():
     net, other = lively_net(4), lively_net(5)
-    a, b = net.tracker(), net.tracker()
+    engine = vf.Engine(net)
+    a, b = vf.Tracker(engine), vf.Tracker(engine)
     frame = sample_frames(1, H, W)[0]
     assert vf.step_many([], []) == []
     with pytest.raises(ValueError, match="one frame per tracker, got 2 trackers and 1 frames"):
@@ -234,11 +234,11 @@ def test_step_many_bad_input():
     with pytest.raises(ValueError, match="appears twice"):
         vf.step_many([a, a], [frame, frame])
     with pytest.raises(ValueError, match=r"trackers\[1\] must be a fast-engine Tracker"):
-        vf.step_many([a, net.tracker(backend="reference")], [frame, frame])
-    with pytest.raises(ValueError, match=r"trackers\[1\] runs another model or other settings"):
-        vf.step_many([a, other.tracker()], [frame, frame])
-    with pytest.raises(ValueError, match=r"trackers\[1\] runs another model or other settings"):
-        vf.step_many([a, net.tracker(dtype=torch.bfloat16)], [frame, frame])
+        vf.step_many([a, vf.Tracker(net, backend="reference")], [frame, frame])
+    with pytest.raises(ValueError, match=r"trackers\[1\] has another engine than trackers\[0\]"):
+        vf.step_many([a, vf.Tracker(other)], [frame, frame])
+    with pytest.raises(ValueError, match=r"trackers\[1\] has another engine than trackers\[0\]"):
+        vf.step_many([a, vf.Tracker(net)], [frame, frame])
     with pytest.raises(ValueError, match=r"step_many: trackers\[1\]: frame must be one \[H, W, 3\]"):
         vf.step_many([a, b], [frame, frame[..., :2]])
     b.flush()

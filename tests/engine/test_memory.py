@@ -6,7 +6,8 @@ import torch
 from tests.engine.scripted import Obj, ScriptedNet, blank_frames
 from visolo_fast import Tracker
 from visolo_fast.engine import MemoryBank
-from visolo_fast.engine import frames as frames_module
+from visolo_fast.engine import network as network_module
+from visolo_fast.model import visolo as model_module
 
 
 def official_memory_lists(last: int) -> list[list[int]]:
@@ -96,22 +97,22 @@ def test_tracker_reads_the_policys_memory_and_weights(monkeypatch, backend):
 
         net.forward_frame = spy_forward
     else:
-        real_memory_read = frames_module.memory_read
+        real_memory_read = model_module.memory_read
 
         def spy_memory_read(query, keys, values, residual, backend="auto"):
             blocks = keys[0].split(S)  # one block of S keys per entry
             seen_memory.append([int(k[:, :-1].amax(0).argmax()) for k in blocks])
             return real_memory_read(query, keys, values, residual, backend)
 
-        monkeypatch.setattr(frames_module, "memory_read", spy_memory_read)
+        monkeypatch.setattr(model_module, "memory_read", spy_memory_read)
     weights = []
-    real_grid_weight = frames_module.grid_weight
+    real_grid_weight = network_module.grid_weight
 
     def spy_grid_weight(query, keys, backend="auto"):
         weights.append((query, keys))
         return real_grid_weight(query, keys, backend)
 
-    monkeypatch.setattr(frames_module, "grid_weight", spy_grid_weight)
+    monkeypatch.setattr(network_module, "grid_weight", spy_grid_weight)
     tracker = Tracker(net, backend=backend)
     for frame in blank_frames(n):
         tracker.step(frame)

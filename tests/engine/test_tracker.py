@@ -32,17 +32,17 @@ def frames():
 
 @pytest.fixture(scope="module")
 def video(net, frames) -> VideoResult:
-    return net.segment_video(frames)
+    return vf.segment_video(net, frames)
 
 
 def stream(net, frames, **kw):
-    tracker = net.tracker(keep_video=True, **kw)
+    tracker = vf.Tracker(net, keep_video=True, **kw)
     results = []
     for t, frame in enumerate(frames):
         got = tracker.step(frame)
-        assert [r.index for r in got] == ([t - 1] if t else [])  # frame t - 1 is final once t is seen
-        results += got
-    results += tracker.flush()
+        assert got.index == t  # frame t's result, final, from step(frame t)
+        results.append(got)
+    tracker.flush()
     return tracker, results
 
 
@@ -72,14 +72,14 @@ def test_streaming_equals_whole_video(net, frames, video):
 
 
 def test_tensor_input_equals_list_input(net, frames, video):
-    as_tensor = net.segment_video(torch.from_numpy(np.stack(frames)))
+    as_tensor = vf.segment_video(net, torch.from_numpy(np.stack(frames)))
     assert torch.equal(as_tensor.masks, video.masks) and torch.equal(as_tensor.scores, video.scores)
 
 
 def test_track_category_is_the_official_average(net, frames, video, monkeypatch):
     """The official getAverageCat, in float32 on a tracks x frames x classes tensor, from
     the instances' category vectors: the same labels, scores within float rounding."""
-    tracker = net.tracker()
+    tracker = vf.Tracker(net)
     seen = []
     real = tracker_module.extract_instances
 
@@ -88,7 +88,7 @@ def test_track_category_is_the_official_average(net, frames, video, monkeypatch)
         return seen[-1]
 
     monkeypatch.setattr(tracker_module, "extract_instances", spy)
-    results = [r for f in frames for r in tracker.step(f)] + tracker.flush()
+    results = [tracker.step(f) for f in frames]
     per_frame = torch.zeros(len(video), len(frames), net.config.num_classes)
     for inst, r in zip(seen, results):
         per_frame[r.track_ids, r.index] = inst.score_vecs
@@ -99,7 +99,7 @@ def test_track_category_is_the_official_average(net, frames, video, monkeypatch)
 
 
 def test_output_size(net, frames, video):
-    small = net.segment_video(frames, output_size=(36, 64))
+    small = vf.segment_video(net, frames, output_size=(36, 64))
     assert small.masks.shape == (len(video), 8, 36, 64)
     assert torch.equal(small.labels, video.labels)
 
@@ -108,20 +108,20 @@ def test_output_size(net, frames, video):
 @pytest.mark.parametrize("n", [1, 2])
 def test_short_videos(n, quirks, frames):
     net = lively_net(4, official_quirks=quirks)
-    result = net.segment_video(frames[:n])
+    result = vf.segment_video(net, frames[:n])
     assert result.masks.shape[1:] == (n, H, W) and len(result) >= 1
     tracker, results = stream(net, frames[:n])
     assert [r.index for r in results] == list(range(n))
     assert torch.equal(tracker.video_result().masks, result.masks)
     # frame 0's instances (no weight, all new tracks) do not depend on what follows
-    longer = net.segment_video(frames[:3])
+    longer = vf.segment_video(net, frames[:3])
     k0 = int(result.masks[:, 0].flatten(1).any(1).sum())
     assert k0 >= 1 and torch.equal(longer.masks[:k0, 0], result.masks[:k0, 0])
 
 
 def test_video_without_detections_is_empty_not_none(frames):
     net = lively_net(4, score_thr=1.0)
-    result = net.segment_video(frames[:3])
+    result = vf.segment_video(net, frames[:3])
     assert len(result) == 0
     assert result.scores.shape == (0,) and result.labels.shape == (0,) and result.masks.shape == (0, 3, H, W)
     assert result.to_ytvis(7) == []
@@ -149,10 +149,10 @@ def test_ytvis_json_decodes_to_the_masks(video):
 
 
 def _tracker_state(tracker: Tracker, memory: bool = False) -> tuple[int, int]:
-    """(objects, tensor bytes) reachable from the tracker, minus the network (and the fast
-    engine's runner of it, shared by every tracker of the model) and, unless ``memory``,
+    """(objects, tensor bytes) reachable from the tracker, minus its engine (the network and
+    what is built once for it, shared by every tracker of the engine) and, unless ``memory``,
     the model's memory entries."""
-    skip = {id(tracker.net), id(getattr(tracker._frames, "runner", None))} | (set() if memory else {id(tracker._frames.memory)})
+    skip = {id(tracker.engine)} | (set() if memory else {id(tracker.stream.memory)})
     seen, stack, nbytes = set(skip), [tracker], 0
     while stack:
         obj = stack.pop()
@@ -178,8 +178,7 @@ def test_stream_state_stays_bounded_over_300_frames():
     tracker = Tracker(net)
     sizes = {}
     for t, frame in enumerate(blank_frames(n)):
-        for result in tracker.step(frame):
-            assert result.masks.shape[1:] == (24, 40)
+        assert tracker.step(frame).masks.shape[1:] == (24, 40)
         if t + 1 in (70, 294):  # the same phase of the 7-frame cycle
             sizes[t + 1] = _tracker_state(tracker)
     tracker.flush()
@@ -232,8 +231,8 @@ def test_stream_state_grows_only_by_what_never_comes_back():
         tracker.step(f)
         if t + 1 in (140, 210, 280):
             sizes.append(_tracker_state(tracker))
-    assert tracker.num_tracks == 1 + len(range(3, n - 1, period))  # A, and one per visitor (the last not final yet)
-    assert len(tracker._candidates) == len(range(3, n - 2, period))  # every visitor seen two frames ago or earlier is lost for good
+    assert tracker.num_tracks == 1 + len(range(3, n, period))  # A, and one per visitor
+    assert len(tracker._candidates) == len(range(3, n - 1, period))  # every visitor seen before the last frame is lost for good
     grow = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(sizes, sizes[1:])]
     assert grow[0][1] == grow[1][1], sizes  # tensor bytes: linear in the number of visitors
     per_visitor = grow[0][1] / 10
@@ -245,38 +244,40 @@ def test_stream_state_grows_only_by_what_never_comes_back():
 def test_bad_input(net, frames):
     for size in [(0, 5), 5, ("a", "b"), (2.5, 3)]:
         with pytest.raises(ValueError, match="output_size must be"):
-            net.tracker(output_size=size)
+            vf.Tracker(net, output_size=size)
     with pytest.raises(ValueError, match=r"frame must be one \[H, W, 3\] uint8 RGB array or tensor, got shape \(1, 72, 128, 3\)"):
-        net.tracker().step(np.stack(frames[:1]))
+        vf.Tracker(net).step(np.stack(frames[:1]))
     with pytest.raises(ValueError, match="backend must be one of"):
-        net.tracker(backend="gpu")
+        vf.Tracker(net, backend="gpu")
     with pytest.raises(ValueError, match="no frames"):
-        net.segment_video([])
+        vf.segment_video(net, [])
     with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
-        net.segment_video(torch.zeros((4, 8, 8), dtype=torch.uint8))
-    tracker = net.tracker()
+        vf.segment_video(net, torch.zeros((4, 8, 8), dtype=torch.uint8))
+    tracker = vf.Tracker(net)
     tracker.step(frames[0])
     with pytest.raises(ValueError, match="frame 1 is 36 x 64, the video's frames are 72 x 128"):
         tracker.step(frames[1][::2, ::2])
     with pytest.raises(RuntimeError, match="keep_video=True"):
         tracker.video_result()
-    tracker = net.tracker(keep_video=True)
-    tracker.step(frames[0])
-    with pytest.raises(RuntimeError, match="flush"):
+    tracker = vf.Tracker(net, keep_video=True)
+    with pytest.raises(RuntimeError, match="no frame yet"):
         tracker.video_result()
-    assert len(tracker.flush()) == 1 and tracker.flush() == []
+    tracker.step(frames[0])
+    assert tracker.video_result().masks.shape[1] == 1  # the video so far
+    assert tracker.flush() is None and tracker.flush() is None  # nothing is left to return
     with pytest.raises(RuntimeError, match="flushed"):
         tracker.step(frames[1])
 
 
 def test_a_refused_first_frame_leaves_the_tracker_as_it_was(net, frames):
     """A first frame that preprocess() refuses does not fix the video's frame size."""
-    tracker = net.tracker()
+    tracker = vf.Tracker(net)
     with pytest.raises((TypeError, ValueError)):
         tracker.step(frames[0][::2, ::2].astype(np.float32))
     tracker.step(frames[0])  # 72 x 128, not the refused frame's 36 x 64
     assert tracker.num_frames == 1
-    a, b = net.tracker(), net.tracker()
-    with pytest.raises((TypeError, ValueError), match=r"step_many: trackers\[1\]"):
+    engine = vf.Engine(net)
+    a, b = vf.Tracker(engine), vf.Tracker(engine)
+    with pytest.raises((TypeError, ValueError), match=r"step_many: trackers\[1\]: frame must be"):
         vf.step_many([a, b], [frames[0][::2, ::2], frames[0][..., :2]])
     a.step(frames[0])  # the batch was refused as a whole: trackers[0] took no size either

@@ -53,14 +53,16 @@ def conv_plain(in_channels: int, out_channels: int, kernel_size: int, relu: bool
     return ConvNorm(in_channels, out_channels, kernel_size, relu=relu)
 
 
-@functools.lru_cache(maxsize=32)
 def _coordinates(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # The official addCoord's linspaces, made on the CPU (in float32) as there; built once
-    # per size, so a frame pays one concatenation, and no host-to-device copy (which a CUDA
-    # graph could not capture) after the first frame.
+    # The official addCoord's linspaces, made on the CPU (in float32) as there.
     ys = torch.linspace(-1, 1, height, dtype=torch.float32)
     xs = torch.linspace(-1, 1, width, dtype=torch.float32)
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].to(device=device, dtype=dtype)
+
+
+# Built once per size: a frame pays one concatenation, and no host-to-device copy (which a
+# CUDA graph could not capture) after the first frame.
+_cached_coordinates = functools.lru_cache(maxsize=32)(_coordinates)
 
 
 def add_coords(x: torch.Tensor) -> torch.Tensor:
@@ -68,4 +70,6 @@ def add_coords(x: torch.Tensor) -> torch.Tensor:
     column coordinate channels, each ``linspace(-1, 1)`` over the map's height and width
     (VISOLO's ``addCoord``, before the kernel and mask branches)."""
     B, _, H, W = x.shape
-    return torch.cat([x, _coordinates(H, W, x.dtype, x.device).expand(B, 2, H, W)], dim=1)
+    # NB: torch.compile traces the grid's construction into its graph (a constant there).
+    grid = (_coordinates if torch.compiler.is_compiling() else _cached_coordinates)(H, W, x.dtype, x.device)
+    return torch.cat([x, grid.expand(B, 2, H, W)], dim=1)
