@@ -93,9 +93,10 @@ def worker(spec: dict) -> dict:
     options = dict(backend=spec["engine"], dtype=getattr(torch, spec["dtype"]), compile=spec["compile"],
                    cuda_graphs=spec["graphs"])
     streams = spec["streams"]
+    engine = vf.Engine(net, **options)  # converted weights, compiled code, graphs: once, shared by the runs
 
     def run(timer=None) -> tuple[list[float], list]:
-        trackers = [net.tracker(keep_video=True, **options) for _ in range(max(streams, 1))]
+        trackers = [vf.Tracker(engine, keep_video=True) for _ in range(max(streams, 1))]
         times = []
         for t, frame in enumerate(frames):
             if timer is not None and t == WARMUP:

@@ -27,6 +27,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # the tests' lively networks
 from common import append_rows, device_name  # noqa: E402
 
+import visolo_fast as vf  # noqa: E402
 from tests.engine.lively import lively_net  # noqa: E402
 from visolo_fast.sample import sample_frames  # noqa: E402
 
@@ -58,8 +59,8 @@ def main() -> None:
         worst = 0.0
         for seed in range(1, args.seeds + 1):
             net = lively_net(seed).to(device)
-            full = net.segment_video(frames)
-            low = net.segment_video(frames, dtype=dtype)
+            full = vf.segment_video(net, frames)
+            low = vf.segment_video(net, frames, dtype=dtype)
             tracks += len(full)
             if len(full) and len(low):
                 overlap = iou(full.masks, low.masks) * (full.labels[:, None] == low.labels[None]).float()
