@@ -1,8 +1,12 @@
 """``python -m visolo_fast``: segment and demo end to end; every user mistake is a clear
 message and a non-zero exit, never a traceback; Ctrl-C keeps what was done."""
 
+import io
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -10,8 +14,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+import torch
+
 from tests.engine.lively import lively_net
-from visolo_fast import Tracker, save_model
+from visolo_fast import BackendUnavailable, Tracker, save_model
+from visolo_fast import cli
 from visolo_fast.cli import main
 from visolo_fast.io import FrameSource, VideoWriter
 from visolo_fast.sample import sample_frames
@@ -137,8 +144,9 @@ def test_user_mistakes_are_messages(tmp_path, weights, video, capsys):
         main(["demo", "--frames", "0"])
     assert "must be at least 1" in capsys.readouterr().err
     bad(["demo", "--frames", "1", "--backend", "cuda", "--out", str(tmp_path / "d")], capsys,
-        "backend 'cuda' runs on CUDA tensors")
-    bad(["segment", video, "--weights", weights, "--cuda-graphs", *out], capsys, "cuda_graphs=True needs the model on a GPU")
+        "--backend cuda: runs on a GPU, and this run is on the CPU (--device cpu)")
+    bad(["segment", video, "--weights", weights, "--cuda-graphs", *out], capsys,
+        "--cuda-graphs: CUDA graphs replay work on a GPU, and this run is on the CPU")
     bad(["segment", video, "--weights", weights, "--backend", "reference", "--dtype", "bfloat16", *out], capsys,
         "the reference engine")
     with pytest.raises(SystemExit):
@@ -181,3 +189,204 @@ def test_ctrl_c_keeps_the_frames_done(tmp_path, weights, video, monkeypatch, cap
     assert len(read_video(str(tmp_path / "overlay.mp4"))) == 4  # frames 0-3 were final
     entries = json.load(open(tmp_path / "results.json"))
     assert entries and all(len(e["segmentations"]) == 4 for e in entries)
+
+
+# What a user sees when something goes wrong: options refused before anything is opened or
+# made, runs that stop part-way saying what they leave, no C libraries' chatter, checkpoints.
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+CHATTER = ("moov atom", "WARN", "VIDEOIO", "V4L2", "Premature end", "Corrupt JPEG", "Traceback")
+
+
+def _interrupt(self):
+    """FrameSource.__iter__ as Ctrl-C before the first frame comes."""
+    raise KeyboardInterrupt
+    yield
+
+
+def refused_line(capsys_or_fd) -> str:
+    """The one line of stderr, checked for one line and no traceback or op name."""
+    err = capsys_or_fd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "add_coords" not in err and "Traceback" not in err
+    return lines[0]
+
+
+def options_that_cannot_run_here():
+    cases = [
+        (["--backend", "cuda"], "--backend cuda: runs on a GPU, and this run is on the CPU (--device cpu)"),
+        (["--cuda-graphs"], "--cuda-graphs: CUDA graphs replay work on a GPU, and this run is on the CPU"),
+        (["--backend", "reference", "--dtype", "bfloat16"], "--dtype bfloat16: the reference engine (--backend reference) runs in float32"),
+        (["--backend", "reference", "--compile"], "--compile: the reference engine"),
+        (["--trusted"], "--trusted: it says how to load the --weights file, and no --weights was given"),
+    ]
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        cases.append((["--backend", "triton"], "--backend triton: runs on a GPU, and this run is on the CPU"))
+    if not torch.cuda.is_available():
+        cases += [(["--device", "cuda"], "--device cuda: torch sees no GPU here"),
+                  (["--device", "cuda", "--backend", "cuda"], "--device cuda: torch sees no GPU here")]
+    else:
+        cases.append((["--device", "cuda", "--backend", "cpp"], "--backend cpp: runs on the CPU, and this run is on a GPU"))
+    return cases
+
+
+@pytest.mark.parametrize("options,message", options_that_cannot_run_here(), ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_options_that_cannot_run_here_are_refused_first(tmp_path, video, options, message, capsys, monkeypatch):
+    def no_input(*_):
+        raise AssertionError("the input was opened before the options were checked")
+
+    monkeypatch.setattr(cli, "FrameSource", no_input)
+    out = tmp_path / "out"
+    assert main(["segment", video, "--out", str(out), *options]) == 2
+    assert refused_line(capsys).startswith(f"error: {message}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("options,message", options_that_cannot_run_here()[:2], ids=["backend-cuda", "cuda-graphs"])
+def test_options_are_refused_before_the_model_is_made(tmp_path, options, message, capsys, monkeypatch):
+    def no_model(*_):
+        raise AssertionError("the model was made before the options were checked")
+
+    monkeypatch.setattr(cli, "_load_net", no_model)
+    assert main(["demo", "--out", str(tmp_path / "d"), *options]) == 2
+    assert message in refused_line(capsys) and not (tmp_path / "d").exists()
+
+
+def test_a_backend_that_fails_while_running_is_named_as_the_option():
+    exc = BackendUnavailable("add_coords: backend 'cuda' is unavailable: visolo_fast._C was built without CUDA kernels")
+    assert cli._backend_message("cuda", exc) == "--backend cuda: visolo_fast._C was built without CUDA kernels"
+    exc = BackendUnavailable("matrix_nms_decay: backend 'cpp' is not implemented for this op (it has ('reference',))")
+    assert "matrix_nms" not in cli._backend_message("cpp", exc) and cli._backend_message("cpp", exc).startswith("--backend cpp: ")
+
+
+def jpeg(frame) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def corrupt(data: bytes) -> bytes:
+    """A JPEG whose entropy-coded data has a stray marker half-way (it still ends with its EOI
+    marker): libjpeg would print 'Corrupt JPEG data' and return a damaged frame."""
+    middle = (data.index(b"\xff\xda") + len(data)) // 2
+    return data[:middle] + b"\xff\xc4\xff\x01" + data[middle + 4:]
+
+
+def test_a_damaged_frame_midway_stops_the_run_and_says_what_is_left(tmp_path, weights, capfd):
+    frames = sample_frames(4, H, W)
+    for i, frame in enumerate(frames):
+        (tmp_path / f"{i}.jpg").write_bytes(corrupt(jpeg(frame)) if i == 2 else jpeg(frame))
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path), "--weights", weights, "--out", str(out), "--save-masks"]) == 2
+    err = capfd.readouterr().err
+    line = err.splitlines()[-1]
+    assert line.startswith(f"error: INPUT: frame 2 ({tmp_path / '2.jpg'}) cannot be decoded"), err
+    assert (f"stopped there: {out / 'overlay.mp4'}, {out / 'results.json'} and {out / 'masks'}/ cover frames 0..1 only "
+            f"(2 of 4 frames)") in line
+    assert not any(c in err for c in CHATTER), err
+    assert len(read_video(str(out / "overlay.mp4"))) == 2
+    entries = json.loads((out / "results.json").read_text())
+    assert entries and all(len(e["segmentations"]) == 2 for e in entries)
+    assert sorted(os.listdir(out / "masks")) == ["000000.png", "000001.png"]
+
+
+def test_a_folder_is_checked_before_the_first_frame(tmp_path, capfd, monkeypatch):
+    def no_model(*_):
+        raise AssertionError("the model was made before the folder was checked")
+
+    monkeypatch.setattr(cli, "_load_net", no_model)
+    frames = sample_frames(4, H, W)
+    folder, out = tmp_path / "frames", tmp_path / "out"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        (folder / f"{i}.jpg").write_bytes(jpeg(frame))
+    # the last frame cut short: found when the folder is opened, without libjpeg's "Premature end of JPEG file"
+    data = jpeg(frames[3])
+    (folder / "3.jpg").write_bytes(data[: len(data) * 2 // 3])
+    assert main(["segment", str(folder), "--out", str(out)]) == 2
+    line = refused_line(capfd)
+    assert line.startswith(f"error: INPUT: frame 3 ({folder / '3.jpg'}) cannot be decoded, the file is damaged or cut short")
+    # a size, and a bit depth, that differ
+    Image.fromarray(frames[3][:, :-2]).save(folder / "3.jpg")
+    assert main(["segment", str(folder), "--out", str(out)]) == 2
+    assert f"frame 3 ({folder / '3.jpg'}) is 72 x 126, frame 0 (0.jpg) is 72 x 128: all frames must have one size" in refused_line(capfd)
+    os.remove(folder / "3.jpg")
+    Image.fromarray(frames[3][..., 0].astype(np.uint16) * 256).save(folder / "3.png")
+    assert main(["segment", str(folder), "--out", str(out)]) == 2
+    assert f"frame 3 ({folder / '3.png'}) is a I;16 image (PIL mode), frames must be 8-bit" in refused_line(capfd)
+    assert not out.exists()
+
+
+def test_ctrl_c_before_the_first_frame_leaves_no_empty_video(tmp_path, weights, video, capsys, monkeypatch):
+    monkeypatch.setattr(FrameSource, "__iter__", _interrupt)
+    out = tmp_path / "out"
+    assert main(["segment", video, "--weights", weights, "--out", str(out)]) == 130
+    assert "interrupted before the first frame was finished: nothing written" in capsys.readouterr().out
+    assert not (out / "overlay.mp4").exists() and not (out / "results.json").exists()
+
+
+def test_a_video_shorter_than_it_declares_gets_a_note(video):
+    source = FrameSource(video)
+    source.count = 10  # the file declares 10 frames, 8 decode
+    assert len(list(source)) == 8
+    assert source.notes == {"the video file declares 10 frames, OpenCV decoded 8: a damaged or cut-short file?"}
+
+
+def test_no_opencv_ffmpeg_or_libjpeg_chatter(tmp_path):
+    """As a user runs it (a fresh process: FFmpeg reads its log level once): our line, nothing else."""
+    (tmp_path / "random.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "ftyp.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(4000))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(sample_frames(3, H, W)):
+        data = jpeg(frame)
+        (folder / f"{i}.jpg").write_bytes(data[: len(data) // 2] if i == 1 else data)
+    runs = [[str(tmp_path / "random.mp4")], [str(tmp_path / "ftyp.mp4")], ["97"], [str(folder)]]
+    script = ("import sys\nfrom visolo_fast.cli import main\n"
+              f"for argv in {runs!r}:\n"
+              f"    print('rc', main(['segment', *argv, '--out', {str(tmp_path / 'out')!r}]), file=sys.stderr, flush=True)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    err = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120).stderr
+    lines = err.splitlines()
+    assert lines[:6] == [
+        f"error: INPUT: OpenCV cannot open the video {tmp_path / 'random.mp4'} (not a video, or a damaged or incomplete file)",
+        "rc 2",
+        f"error: INPUT: OpenCV cannot open the video {tmp_path / 'ftyp.mp4'} (not a video, or a damaged or incomplete file)",
+        "rc 2",
+        "error: INPUT: cannot open camera 97",
+        "rc 2",
+    ], err
+    assert len(lines) == 8 and lines[7] == "rc 2", err
+    assert lines[6].startswith(f"error: INPUT: frame 1 ({folder / '1.jpg'}) cannot be decoded, the file is damaged or cut short: ")
+    assert not any(c in err for c in CHATTER), err
+    assert not (tmp_path / "out").exists()
+
+
+class _Payload:
+    pass
+
+
+def test_weights_errors_name_the_option(tmp_path, weights, video, capsys, monkeypatch):
+    out = ["--out", str(tmp_path / "out")]
+    (tmp_path / "dir.pth").mkdir()
+    monkeypatch.setattr(cli, "FrameSource", lambda *_: pytest.fail("the input was opened before --weights was checked"))
+    assert main(["segment", video, "--weights", str(tmp_path / "dir.pth"), *out]) == 2
+    assert refused_line(capsys) == f"error: --weights {tmp_path / 'dir.pth'}: a directory, not a checkpoint file " \
+                                   "(expected a .pth/.pt file written by torch.save)"
+    monkeypatch.undo()
+    data = pathlib.Path(weights).read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    assert main(["segment", video, "--weights", str(tmp_path / "cut.pt"), *out]) == 2
+    line = refused_line(capsys)
+    assert line.startswith(f"error: --weights {tmp_path / 'cut.pt'}: not a readable PyTorch checkpoint: expected a file "
+                           "written by torch.save, got a zip archive") and "trusted" not in line
+    torch.save({**torch.load(weights, weights_only=True), "made_by": _Payload()}, tmp_path / "pickled.pt")
+    assert main(["segment", video, "--weights", str(tmp_path / "pickled.pt"), *out]) == 2
+    assert refused_line(capsys) == (f"error: --weights {tmp_path / 'pickled.pt'}: not a readable PyTorch checkpoint without "
+                                    "trusting it: it holds a pickled tests.test_cli._Payload, which a weights-only load "
+                                    "refuses; if you trust the file, add --trusted (loading it can run code stored in it)")
+    # --trusted loads it (stopped before the first frame, to stay fast)
+    monkeypatch.setattr(FrameSource, "__iter__", _interrupt)
+    assert main(["segment", video, "--weights", str(tmp_path / "pickled.pt"), "--trusted", *out]) == 130
+    assert f"weights: {tmp_path / 'pickled.pt'} (40 classes)" in capsys.readouterr().out

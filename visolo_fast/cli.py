@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
+import re
+import shutil
 import sys
 import time
 
@@ -16,8 +19,10 @@ from PIL import Image
 
 import visolo_fast as vf
 from visolo_fast import backends
+from visolo_fast.checkpoint import _check_file
 from visolo_fast.classes import BUILT_IN, load_classes
 from visolo_fast.io import FrameSource, InputError, ResultsRecorder, VideoWriter
+from visolo_fast.io.video import quiet_opencv
 from visolo_fast.viz import draw_overlay
 
 
@@ -37,14 +42,118 @@ def _info(_args) -> int:
     return 0
 
 
-def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _no_gpu() -> str:
+    return f"torch sees no GPU here (torch {torch.__version__}, {'CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'})"
+
+
+def _extension_lacks(dispatch_key: str) -> tuple[int, int]:
+    """(ops without a kernel for the dispatch key, ops) of the compiled extension; (0, 0) if unknown."""
+    try:
+        ops = [op for op in torch._C._dispatch_get_all_op_names() if op.startswith("visolo_fast::")]
+        return sum(not torch._C._dispatch_has_kernel_for_dispatch_key(op, dispatch_key) for op in ops), len(ops)
+    except (AttributeError, RuntimeError):  # private torch API: no check rather than a false refusal
+        return 0, 0
+
+
+def _backend_problem(backend: str, device: torch.device) -> str | None:
+    """Why ``--backend`` cannot run on ``device`` here, in the command line's words; None if it can."""
+    gpu = torch.cuda.is_available()
+    if backend in ("cuda", "triton") and device.type == "cpu" and not (backend == "triton" and backends.triton_interpreted()):
+        return ("runs on a GPU, and this run is on the CPU (--device cpu); "
+                + ("add --device cuda, or use --backend cpp or auto on the CPU" if gpu
+                   else f"{_no_gpu()}: use --backend cpp or auto (the default)"))
+    if backend == "cpp" and device.type == "cuda":
+        return "runs on the CPU, and this run is on a GPU (--device cuda); use --backend cuda, triton or auto on a GPU, or --device cpu"
+    reason = backends.why_unavailable(backend, device)
+    if reason is None and backend in ("cpp", "cuda"):
+        missing, ops = _extension_lacks("CPU" if backend == "cpp" else "CUDA")
+        if missing:
+            reason = (f"the compiled extension visolo_fast._C lacks {'CPU' if backend == 'cpp' else 'CUDA'} kernels for "
+                      f"{missing} of its {ops} ops (built without them, or from other sources); "
+                      f"use --backend auto, or rebuild it: {backends.BUILD_HINT}")
+    return reason
+
+
+def _compile_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` (inductor) cannot work here; None if it should."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "torch.compile on a GPU needs Triton, which is not installed (`pip install triton`); or drop --compile"
+        return None
+    compilers = [c for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c]
+    if not any(shutil.which(c) for c in compilers):
+        return (f"torch.compile on the CPU needs a C++ compiler, and none of {', '.join(compilers)} is on PATH; "
+                f"install g++ or drop --compile")
+    return None
+
+
+def _check_options(args) -> None:
+    """Refuses options that cannot work here before the input is opened or the output folder made:
+    one line that names the option, says why and what to use instead."""
+    device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no GPU is visible to torch")
+        raise UserError(f"--device cuda: {_no_gpu()}; use --device cpu (the default)")
+    if args.backend == "reference":
+        extras = [option for option, given in ((f"--dtype {_dtype_name(args.dtype)}", args.dtype != torch.float32),
+                                               ("--compile", args.compile), ("--cuda-graphs", args.cuda_graphs)) if given]
+        if extras:
+            raise UserError(f"{extras[0]}: the reference engine (--backend reference) runs in float32 without "
+                            f"--compile or --cuda-graphs; use --backend auto (the fast engine) or drop {extras[0].split()[0]}")
+    elif args.backend != "auto":
+        problem = _backend_problem(args.backend, device)
+        if problem is not None:
+            raise UserError(f"--backend {args.backend}: {problem}")
+    if args.cuda_graphs and device.type != "cuda":
+        raise UserError("--cuda-graphs: CUDA graphs replay work on a GPU, and this run is on the CPU (--device cpu); "
+                        + ("add --device cuda" if torch.cuda.is_available() else f"{_no_gpu()}: drop --cuda-graphs"))
+    if args.dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise UserError(f"--dtype bfloat16: the GPU ({torch.cuda.get_device_name(device)}) has no bfloat16 support; "
+                        f"use --dtype float16 or float32")
+    if args.compile:
+        problem = _compile_problem(device)
+        if problem is not None:
+            raise UserError(f"--compile: {problem}")
+    if args.trusted and not args.weights:
+        raise UserError("--trusted: it says how to load the --weights file, and no --weights was given")
     if args.weights:
         try:
-            net = vf.load_model(args.weights, device=device)
+            _check_file(args.weights)
         except vf.CheckpointError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(f"--weights {exc}") from None
+    _check_out(args.out)
+    if args.dtype == torch.float16 and device.type == "cpu":
+        print("note: --dtype float16 on the CPU: its convolutions are far slower than float32 on most CPUs "
+              "(bfloat16 is the fast reduced precision there)")
+
+
+def _check_out(path: str) -> None:
+    """The output folder can be made (or is one), without making it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--out: cannot write to {path}: a file, not a folder")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"--out: cannot write to {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write to {path}: {parent} is not writable")
+
+
+def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device cuda: {_no_gpu()}; use --device cpu (the default)")
+    if args.weights:
+        try:
+            net = vf.load_model(args.weights, device=device, trusted=args.trusted)
+        except vf.CheckpointError as exc:
+            if exc.needs_trust:
+                raise UserError(f"--weights {exc.detail}; if you trust the file, add --trusted "
+                                f"(loading it can run code stored in it)") from None
+            raise UserError(f"--weights {exc}") from None
         print(f"weights: {args.weights} ({net.config.num_classes} classes)")
     else:
         torch.manual_seed(0)
@@ -88,67 +197,115 @@ def _save_masks(path: str, result, size: tuple[int, int]) -> None:
     image.save(path)
 
 
+def _backend_message(backend: str, exc: Exception) -> str:
+    """A BackendUnavailable raised while running, in the command line's words (not an op's name)."""
+    found = re.match(r"[\w.]+: backend '[^']*' is unavailable: (.*)", str(exc), re.S)
+    if found:
+        return f"--backend {backend}: {found.group(1)}"
+    if "is not implemented for this op" in str(exc):
+        return f"--backend {backend}: a step of the network has no {backend} implementation; use --backend auto"
+    return f"--backend {backend}: {exc}"
+
+
+def _open_writer(path: str, fps: float, size: tuple[int, int]) -> VideoWriter:
+    try:
+        return VideoWriter(path, fps, size)
+    except OSError as exc:
+        raise UserError(f"--out: {exc}") from None
+
+
 def _run(net, source, args, class_names, out_dir: str) -> int:
-    """Streams `source` through a tracker; writes the overlay, results.json and the masks."""
+    """Streams `source` through a tracker; writes the overlay, results.json and the masks.
+
+    The overlay is opened with the first finished frame (an interrupted start leaves no empty
+    mp4). A frame that cannot be read stops the run: what was finished before it is written,
+    and the error says which frames the files cover.
+    """
     device = next(net.parameters()).device
     size = tuple(args.output_size) if args.output_size else tuple(source.size)
     try:
-        tracker = net.tracker(output_size=size, backend=args.backend, dtype=args.dtype, compile=args.compile,
-                              cuda_graphs=args.cuda_graphs)
+        tracker = vf.Tracker(net, output_size=size, backend=args.backend, dtype=args.dtype, compile=args.compile,
+                             cuda_graphs=args.cuda_graphs)
     except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
         raise UserError(str(exc)) from None
-    writer = VideoWriter(os.path.join(out_dir, "overlay.mp4"), source.fps, size)
+    overlay_path, results_path = os.path.join(out_dir, "overlay.mp4"), os.path.join(out_dir, "results.json")
+    masks_dir = os.path.join(out_dir, "masks")
+    writer: VideoWriter | None = None  # opened with the first finished frame
     recorder = ResultsRecorder()
-    if args.save_masks:
-        os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
-    shown: dict[int, np.ndarray] = {}  # the frames whose results are not final yet (one)
     start, done, interrupted = time.perf_counter(), 0, False
+    unreadable: list[InputError] = []  # the frame that ended the stream early, if one did
 
-    def emit(result) -> None:
-        nonlocal done
-        frame = shown.pop(result.index)
+    def emit(frame: np.ndarray, result) -> None:
+        """Writes a frame's overlay, masks and results as soon as its step returns."""
+        nonlocal done, writer
         if frame.shape[:2] != size:
             frame = np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
+        if writer is None:
+            writer = _open_writer(overlay_path, source.fps, size)
+            if args.save_masks:
+                os.makedirs(masks_dir, exist_ok=True)
         writer.write(draw_overlay(frame, result.masks.cpu().numpy(), result.track_ids.tolist(), result.labels.tolist(),
                                   result.scores.tolist(), class_names))
         recorder.add(result)
         if args.save_masks:
-            _save_masks(os.path.join(out_dir, "masks", f"{result.index:06d}.png"), result, size)
+            _save_masks(os.path.join(masks_dir, f"{result.index:06d}.png"), result, size)
         done += 1
         fps = done / (time.perf_counter() - start)
         total = f"/{source.count}" if source.count else ""
         print(f"\rframe {done}{total}  {fps:.2f} FPS  {tracker.num_tracks} tracks", end="", file=sys.stderr, flush=True)
 
+    def frames():
+        """The source's frames; one that cannot be read ends them (the tracker then finishes those before it)."""
+        try:
+            yield from source
+        except InputError as exc:
+            unreadable.append(exc)
+
+    def written() -> str:
+        if not done:
+            return "nothing was written (no frame was finished)"
+        files = f"{overlay_path}, {results_path}" + (f" and {masks_dir}/" if args.save_masks else "")
+        of = f" of {source.count}" if source.count else ""
+        return f"{files} cover frames 0..{done - 1} only ({done}{of} frames)"
+
     try:
-        for index, frame in enumerate(source):
-            shown[index] = frame
-            for result in tracker.step(frame):
-                emit(result)
-        for result in tracker.flush():
-            emit(result)
+        for frame in frames():
+            emit(frame, tracker.step(frame))
+        tracker.flush()
     except KeyboardInterrupt:
         interrupted = True
     except InputError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{exc}; stopped there: {written()}") from None
     except vf.BackendUnavailable as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{_backend_message(args.backend, exc)}; stopped there: {written()}") from None
+    except UserError:
+        raise
+    except Exception:
+        print(f"\nerror: stopped by the error below: {written()}", end="", file=sys.stderr)
+        raise
     finally:
-        writer.close()
-        print(file=sys.stderr)
-        if tracker.num_tracks:
-            scores, labels = tracker.track_categories()
-            entries = recorder.entries(scores.cpu(), labels.cpu(), video_id=1)
-        else:
-            entries = []
-        with open(os.path.join(out_dir, "results.json"), "w") as f:
-            json.dump(entries, f)
+        if writer is not None:
+            writer.close()
+        print(file=sys.stderr)  # ends the progress line
+        if done:
+            if tracker.num_tracks:
+                scores, labels = tracker.track_categories()
+                entries = recorder.entries(scores.cpu(), labels.cpu(), video_id=1)
+            else:
+                entries = []
+            with open(results_path, "w") as f:
+                json.dump(entries, f)
     elapsed = time.perf_counter() - start
     for note in sorted(source.notes):
         print(f"note: {note}")
+    if unreadable:
+        raise UserError(f"{unreadable[0]}; stopped there: {written()}")
+    if not done:
+        print("interrupted before the first frame was finished: nothing written")
+        return 130
     print(f"{'interrupted after' if interrupted else 'done:'} {done} frames, {tracker.num_tracks} tracks, "
           f"{done / elapsed if elapsed else 0:.2f} FPS, device {device}, backend {args.backend}")
-    print(f"wrote {writer.path}, {os.path.join(out_dir, 'results.json')}"
-          + (f", {os.path.join(out_dir, 'masks')}/" if args.save_masks else ""))
+    print(f"wrote {overlay_path}, {results_path}" + (f", {masks_dir}/" if args.save_masks else ""))
     return 130 if interrupted else 0
 
 
@@ -161,6 +318,7 @@ def _classes(args) -> tuple[str, ...]:
 
 def _segment(args) -> int:
     classes = _classes(args)
+    _check_options(args)
     try:
         source = FrameSource(args.input)
     except InputError as exc:
@@ -177,6 +335,7 @@ def _demo(args) -> int:
     from visolo_fast.sample import sample_frames
 
     classes = _classes(args)
+    _check_options(args)
     net = _load_net(args, torch.device(args.device), classes)
     frames = sample_frames(args.frames)
     print(f"sample: {len(frames)} frames of {frames[0].shape[0]} x {frames[0].shape[1]}")
@@ -239,6 +398,9 @@ def _parser() -> argparse.ArgumentParser:
     for p in (segment, demo):
         p.add_argument("--weights", help="a VISOLO checkpoint (official .pth or saved by visolo_fast); "
                                          "default: random weights")
+        p.add_argument("--trusted", action="store_true",
+                       help="load --weights with pickled Python objects (torch.load weights_only=False): it can run "
+                            "code stored in the file, only for files you trust")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         p.add_argument("--backend", default="auto", choices=list(backends.BACKENDS))
         p.add_argument("--dtype", default=torch.float32, type=_dtype,
@@ -255,11 +417,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_opencv()  # before the first video is opened: our one-line errors, not FFmpeg's and OpenCV's logs
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

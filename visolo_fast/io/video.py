@@ -8,12 +8,30 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# PIL modes of 8-bit images (anything else, such as I;16 or F, is refused)
+_8BIT_MODES = {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
+# How a whole file of each format ends (looked for in its last KiB: a file cut short lacks it)
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 
 
 class InputError(ValueError):
     """An input that cannot be read as a video: the message says which and why."""
+
+
+def quiet_opencv() -> None:
+    """Silences OpenCV's and FFmpeg's own logging (``moov atom not found``, V4L2 warnings), so
+    that an input OpenCV cannot read is one :class:`InputError`, not C-level lines on stderr.
+
+    FFmpeg's level is read when OpenCV first opens a file with it: call this before the
+    process's first ``cv2.VideoCapture``/``VideoWriter``. ``OPENCV_LOG_LEVEL`` and
+    ``OPENCV_FFMPEG_LOGLEVEL`` set in the environment are kept.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _natural_key(name: str):
@@ -32,11 +50,39 @@ def _to_rgb(image: np.ndarray, name: str, notes: set[str]) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def _pil_to_rgb(image: Image.Image, name: str, notes: set[str]) -> np.ndarray:
+    """A decoded PIL image as RGB uint8; what was converted goes to `notes`."""
+    if image.mode in ("1", "L"):
+        notes.add(f"grayscale frames (such as {name}) converted to RGB")
+    elif "A" in image.mode or image.mode in ("RGBa", "La"):
+        notes.add(f"RGBA frames (such as {name}): alpha dropped")
+    elif image.mode not in ("RGB", "P"):
+        notes.add(f"{image.mode} frames (such as {name}) converted to RGB")
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"))  # NB: np.asarray would be read-only
+
+
+def _ends_whole(path: str, fmt: str | None) -> bool:
+    """Whether the file ends as a whole JPEG or PNG does (True for other formats): cheap, reads
+    the last KiB only."""
+    marker = _END_MARKERS.get(fmt or "")
+    if marker is None:
+        return True
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 1024))
+        return marker in f.read()
+
+
 class FrameSource:
     """The frames of a video file, a folder of images or a camera, RGB uint8, one at a time.
 
     ``count`` is the number of frames (None for a camera), ``fps`` the frame rate (25 if
     unknown), ``size`` (height, width); ``notes`` collects conversions made on the way.
+
+    A folder is checked when opened, before any frame is decoded: every file's size and
+    bit depth (from its header) and, for JPEG and PNG, that it is not cut short. Frames are
+    decoded with PIL, which raises on a damaged file where libjpeg would print
+    ``Premature end of JPEG file`` and return a grey-padded frame.
     """
 
     def __init__(self, spec: str):
@@ -54,10 +100,12 @@ class FrameSource:
                 raise InputError(f"INPUT: the folder {spec} has no {'/'.join(IMAGE_EXTENSIONS)} frames")
             self._files = [os.path.join(spec, f) for f in files]
             self.kind, self.count = f"folder of {len(files)} frames", len(files)
+            self._check_files()
         elif os.path.isfile(spec):
             self._capture = cv2.VideoCapture(spec)
             if not self._capture.isOpened():
-                raise InputError(f"INPUT: OpenCV cannot open the video {spec}")
+                raise InputError(f"INPUT: OpenCV cannot open the video {spec} (not a video, or a damaged or "
+                                 f"incomplete file)")
             count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
             self.kind, self.count = "video file", count if count > 0 else None
         else:
@@ -68,41 +116,83 @@ class FrameSource:
         fps = self._capture.get(cv2.CAP_PROP_FPS) if self._capture is not None else 0
         self.fps = fps if fps and fps > 0 else 25.0
 
+    def _check_files(self) -> None:
+        """Every file of the folder has the first one's size, 8 bits a channel and (JPEG, PNG)
+        its end: from the headers and the last KiB, without decoding (a file that seems cut
+        short is decoded to be sure)."""
+        first = None
+        for index, path in enumerate(self._files):
+            try:
+                with Image.open(path) as image:
+                    size, mode, fmt = (image.height, image.width), image.mode, image.format
+            except Exception as exc:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError... for bad files
+                raise InputError(f"INPUT: frame {index} ({path}) is not an image PIL can read: {_reason(exc)}") from None
+            if mode not in _8BIT_MODES:
+                raise InputError(f"INPUT: frame {index} ({path}) is a {mode} image (PIL mode), frames must be "
+                                 f"8-bit images (gray, RGB or RGBA)")
+            if first is None:
+                first = size
+            elif size != first:
+                raise InputError(f"INPUT: frame {index} ({path}) is {size[0]} x {size[1]}, frame 0 "
+                                 f"({os.path.basename(self._files[0])}) is {first[0]} x {first[1]}: "
+                                 f"all frames must have one size")
+            if not _ends_whole(path, fmt):
+                self._decode(path, index)
+
     def _read_first(self) -> np.ndarray:
         if self._files is not None:
-            return self._read_file(self._files[0])
+            return self._read_file(self._files[0], 0)
         ok, image = self._capture.read()
         if not ok or image is None:
             raise InputError(f"INPUT: OpenCV cannot decode a frame of {self.spec}")
         return _to_rgb(image, self.spec, self.notes)
 
-    def _read_file(self, path: str) -> np.ndarray:
-        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise InputError(f"INPUT: cannot read the image {path}")
-        if image.dtype != np.uint8:
-            raise InputError(f"INPUT: {path} is {image.dtype}, frames must be 8-bit images")
-        return _to_rgb(image, os.path.basename(path), self.notes)
+    def _decode(self, path: str, index: int) -> Image.Image:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return image
+        except FileNotFoundError:
+            raise InputError(f"INPUT: frame {index} ({path}) is gone (deleted while reading the folder?)") from None
+        except Exception as exc:  # noqa: BLE001 -- PIL: OSError (truncated), SyntaxError (broken PNG), ...
+            raise InputError(f"INPUT: frame {index} ({path}) cannot be decoded, the file is damaged or cut short: "
+                             f"{_reason(exc)}") from None
+
+    def _read_file(self, path: str, index: int) -> np.ndarray:
+        image = self._decode(path, index)
+        if image.mode not in _8BIT_MODES:
+            raise InputError(f"INPUT: frame {index} ({path}) is a {image.mode} image (PIL mode), frames must be "
+                             f"8-bit images (gray, RGB or RGBA)")
+        return _pil_to_rgb(image, os.path.basename(path), self.notes)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield self._first
         if self._files is not None:
-            for path in self._files[1:]:
-                frame = self._read_file(path)
-                if frame.shape[:2] != self.size:
-                    raise InputError(f"INPUT: {path} is {frame.shape[0]} x {frame.shape[1]}, the first frame is "
+            for index, path in enumerate(self._files[1:], start=1):
+                frame = self._read_file(path, index)
+                if frame.shape[:2] != self.size:  # checked when opened; the file may have changed since
+                    raise InputError(f"INPUT: frame {index} ({path}) is {frame.shape[0]} x {frame.shape[1]}, frame 0 is "
                                      f"{self.size[0]} x {self.size[1]}: all frames must have one size")
                 yield frame
             return
+        read = 1
         while True:
             ok, image = self._capture.read()
             if not ok:
-                return
+                break
+            read += 1
             yield _to_rgb(image, self.spec, self.notes)
+        if self.count is not None and read < self.count:
+            self.notes.add(f"the video file declares {self.count} frames, OpenCV decoded {read}: "
+                           f"a damaged or cut-short file?")
 
     def close(self) -> None:
         if self._capture is not None:
             self._capture.release()
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class VideoWriter:
