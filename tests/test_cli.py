@@ -185,10 +185,10 @@ def test_ctrl_c_keeps_the_frames_done(tmp_path, weights, video, monkeypatch, cap
 
     monkeypatch.setattr(Tracker, "step", step)
     assert main(["segment", video, "--weights", weights, "--out", str(tmp_path)]) == 130
-    assert "interrupted after 4 frames" in capsys.readouterr().out
-    assert len(read_video(str(tmp_path / "overlay.mp4"))) == 4  # frames 0-3 were final
+    assert "interrupted after 5 frames" in capsys.readouterr().out
+    assert len(read_video(str(tmp_path / "overlay.mp4"))) == 5  # frames 0-4: each step returned its frame, final
     entries = json.load(open(tmp_path / "results.json"))
-    assert entries and all(len(e["segmentations"]) == 4 for e in entries)
+    assert entries and all(len(e["segmentations"]) == 5 for e in entries)
 
 
 # What a user sees when something goes wrong: options refused before anything is opened or
