@@ -24,7 +24,6 @@ from visolo_fast import backends
 from visolo_fast.engine.memory import MemoryBank
 from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.engine.stages import stage
-from visolo_fast.model.visolo import MemoryEntry
 from visolo_fast.ops import grid_weight
 
 
@@ -162,7 +161,7 @@ class Engine:
     def _read(self, streams: list[CachedStream], enc, new: list[CachedEntry]) -> torch.Tensor:
         """The memory read of each stream's frame, Tensor[B, S, 2 dim]. Streams whose memories
         have the same length are read in one call; a stream's first frame reads itself."""
-        runner, backend = self.runner, self.backend
+        runner = self.runner
         groups: dict[int, list[int]] = defaultdict(list)
         for b, s in enumerate(streams):
             groups[max(len(s.memory), 1)].append(b)
