@@ -21,27 +21,13 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_rows, available, device_name, median_ms, peak_mb, print_table  # noqa: E402
+from common import (append_rows, available, device_name, dynamic_masks_inputs, median_ms, peak_mb,  # noqa: E402
+                    print_table)
 
 from visolo_fast.ops import dynamic_masks, resize_masks  # noqa: E402
 from visolo_fast.ops.dynamic_masks import IMPLEMENTED as DYNAMIC_MASKS_BACKENDS  # noqa: E402
 from visolo_fast.ops.resize_masks import IMPLEMENTED as RESIZE_MASKS_BACKENDS  # noqa: E402
 
-E, h, w = 256, 88, 156
-
-
-def inputs(kind: str, K: int, device: torch.device):
-    g = torch.Generator().manual_seed(K)
-    if kind == "random":
-        return torch.randn(E, h, w, generator=g).to(device), (torch.randn(K, E, generator=g) * 0.06).to(device)
-    # Object-like: feature channel k is a smooth blob (+) on a negative background; kernel k reads channel k.
-    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
-    centres = torch.rand(E, 2, generator=g) * torch.tensor([h, w])
-    radius = 4 + 8 * torch.rand(E, 1, 1, generator=g)
-    d2 = (yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2
-    features = 6 * (1 - d2 / radius**2).clamp(min=-1) + 0.1 * torch.randn(E, h, w, generator=g)
-    kernels = torch.eye(E)[torch.arange(K) % E]
-    return features.to(device), kernels.to(device)
 
 
 def main() -> None:
@@ -54,7 +40,7 @@ def main() -> None:
     def peak(op, kind, K, backend):
         if device.type != "cuda":
             return None  # NB: no allocator statistics on the CPU
-        features, kernels = inputs(kind, K, device)
+        features, kernels = dynamic_masks_inputs(kind, K, device)
         if op == "dynamic_masks":
             return peak_mb(lambda: dynamic_masks(features, kernels, 0.5, backend=backend), device)
         masks = dynamic_masks(features, kernels, 0.5, backend="reference")[0]
@@ -63,7 +49,7 @@ def main() -> None:
     rows = []
     for kind in ("random", "objects"):
         for K in (10, 100, 252):
-            features, kernels = inputs(kind, K, device)
+            features, kernels = dynamic_masks_inputs(kind, K, device)
             names = available("dynamic_masks", DYNAMIC_MASKS_BACKENDS, device)
             times = {b: median_ms(lambda b=b: dynamic_masks(features, kernels, 0.5, backend=b), device, args.repeats)
                      for b in names}
@@ -74,7 +60,7 @@ def main() -> None:
                              "median_ms": times[b], "ratio_to_reference": times["reference"] / times[b],
                              "peak_mb": peak("dynamic_masks", kind, K, b)})
     for K in (10, 100):
-        features, kernels = inputs("objects", K, device)
+        features, kernels = dynamic_masks_inputs("objects", K, device)
         masks = dynamic_masks(features, kernels, 0.5, backend="reference")[0]
         names = available("resize_masks", RESIZE_MASKS_BACKENDS, device)
         times = {b: median_ms(lambda b=b: resize_masks(masks, (720, 1280), backend=b), device, args.repeats) for b in names}
