@@ -29,7 +29,6 @@ from visolo_fast.ops.dynamic_masks import IMPLEMENTED as DYNAMIC_MASKS_BACKENDS 
 from visolo_fast.ops.resize_masks import IMPLEMENTED as RESIZE_MASKS_BACKENDS  # noqa: E402
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
