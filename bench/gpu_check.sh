@@ -3,8 +3,9 @@
 #   bash bench/gpu_check.sh [build] [tests] [sanitizer] [bench]     (default: all four)
 # builds the extension for the local GPU, runs the whole test suite with compiled Triton
 # kernels (TRITON_INTERPRET=0) and the CUDA kernels, runs compute-sanitizer over the op
-# tests, and runs every benchmark on the GPU (the op benchmarks, bench_e2e.py: the
-# engines end to end, float32/bfloat16/float16, CUDA graphs, 8 streams; bench_precision.py).
+# tests, and runs every benchmark on the GPU (the op benchmarks, scripts and pytest-benchmark
+# microbenchmarks; bench_e2e.py: the engines end to end, float32/bfloat16/float16, CUDA
+# graphs, 8 streams; bench_latency.py; bench_precision.py).
 # A device command may run 10 minutes at most: run the parts one call each, build first
 # (the machine keeps the build between calls while it stays warm). The report goes to
 # ${OUT:-bench/results}/gpu_check-<date>-<parts>.txt (commit it under bench/results/).
@@ -41,6 +42,8 @@ run() { "$@" || { echo "!! failed ($?): $*"; status=1; }; }
   if want bench; then
     step "benchmarks"
     for b in bench/bench_*.py; do run python "$b" --device cuda; done
+    run env TRITON_INTERPRET=0 python -m pytest -q -p no:cacheprovider bench/ --benchmark-only \
+        --benchmark-json "$out/microbench-$(date -u +%Y%m%d-%H%M).json"
   fi
   step "exit status $status"
 } 2>&1 | tee "$report"
