@@ -314,7 +314,8 @@ def test_a_folder_is_checked_before_the_first_frame(tmp_path, capfd, monkeypatch
     os.remove(folder / "3.jpg")
     Image.fromarray(frames[3][..., 0].astype(np.uint16) * 256).save(folder / "3.png")
     assert main(["segment", str(folder), "--out", str(out)]) == 2
-    assert f"frame 3 ({folder / '3.png'}) is a I;16 image (PIL mode), frames must be 8-bit" in refused_line(capfd)
+    assert f"frame 3 ({folder / '3.png'}) has 16-bit, 32-bit or float pixels (PIL mode I;16): frames must be 8-bit" \
+        in refused_line(capfd)
     assert not out.exists()
 
 

@@ -255,7 +255,7 @@ def _run(net, source, args, class_names, out_dir: str) -> int:
         print(f"\rframe {done}{total}  {fps:.2f} FPS  {tracker.num_tracks} tracks", end="", file=sys.stderr, flush=True)
 
     def frames():
-        """The source's frames; one that cannot be read ends them (the tracker then finishes those before it)."""
+        """The source's frames; one that cannot be read ends them (those before it are written)."""
         try:
             yield from source
         except InputError as exc:

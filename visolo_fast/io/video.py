@@ -128,8 +128,7 @@ class FrameSource:
             except Exception as exc:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError... for bad files
                 raise InputError(f"INPUT: frame {index} ({path}) is not an image PIL can read: {_reason(exc)}") from None
             if mode not in _8BIT_MODES:
-                raise InputError(f"INPUT: frame {index} ({path}) is a {mode} image (PIL mode), frames must be "
-                                 f"8-bit images (gray, RGB or RGBA)")
+                raise InputError(_not_8bit(path, index, mode))
             if first is None:
                 first = size
             elif size != first:
@@ -161,8 +160,7 @@ class FrameSource:
     def _read_file(self, path: str, index: int) -> np.ndarray:
         image = self._decode(path, index)
         if image.mode not in _8BIT_MODES:
-            raise InputError(f"INPUT: frame {index} ({path}) is a {image.mode} image (PIL mode), frames must be "
-                             f"8-bit images (gray, RGB or RGBA)")
+            raise InputError(_not_8bit(path, index, image.mode))
         return _pil_to_rgb(image, os.path.basename(path), self.notes)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -189,6 +187,11 @@ class FrameSource:
     def close(self) -> None:
         if self._capture is not None:
             self._capture.release()
+
+
+def _not_8bit(path: str, index: int, mode: str) -> str:
+    return (f"INPUT: frame {index} ({path}) has 16-bit, 32-bit or float pixels (PIL mode {mode}): frames must be "
+            f"8-bit images (gray, RGB or RGBA)")
 
 
 def _reason(exc: BaseException) -> str:
