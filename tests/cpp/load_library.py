@@ -1,5 +1,5 @@
 """Loads the CMake-built libvisolo_fast_ops with torch.ops.load_library and calls
-visolo_fast::add_coords once. Run by ctest (python_load_library):
+visolo_fast::mask_intersections once. Run by ctest (python_load_library):
 
     python tests/cpp/load_library.py path/to/libvisolo_fast_ops.so
 
@@ -14,12 +14,11 @@ import torch
 
 def main(path: str) -> int:
     torch.ops.load_library(path)
-    out = torch.ops.visolo_fast.add_coords(torch.zeros(1, 1, 3, 3))
-    assert out.shape == (1, 3, 3, 3), f"shape {tuple(out.shape)}, expected (1, 3, 3, 3)"
-    line = torch.tensor([-1.0, 0.0, 1.0])
-    expected = torch.stack([torch.zeros(3, 3), line.view(3, 1).expand(3, 3), line.view(1, 3).expand(3, 3)])
-    torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-6)
-    print(f"ok: torch.ops.visolo_fast.add_coords from {path}")
+    masks = torch.tensor([[[1, 1, 0], [0, 1, 0]], [[0, 1, 1], [0, 1, 1]], [[0, 0, 0], [0, 0, 0]]], dtype=torch.bool)
+    out = torch.ops.visolo_fast.mask_intersections(masks)
+    expected = torch.tensor([[3, 2, 0], [2, 4, 0], [0, 0, 0]])
+    assert torch.equal(out, expected), f"got {out.tolist()}, expected {expected.tolist()}"
+    print(f"ok: torch.ops.visolo_fast.mask_intersections from {path}")
     return 0
 
 

@@ -1,6 +1,5 @@
 """The fused ops, each in its own module with its reference, fake registration and dispatch."""
 
-from visolo_fast.ops.add_coords import add_coords
 from visolo_fast.ops.dynamic_masks import dynamic_masks
 from visolo_fast.ops.grid_weight import grid_weight
 from visolo_fast.ops.mask_dedup import mask_dedup
@@ -8,4 +7,4 @@ from visolo_fast.ops.mask_intersections import mask_intersections
 from visolo_fast.ops.matrix_nms import matrix_nms
 from visolo_fast.ops.resize_masks import resize_masks
 
-__all__ = ["add_coords", "dynamic_masks", "grid_weight", "mask_dedup", "mask_intersections", "matrix_nms", "resize_masks"]
+__all__ = ["dynamic_masks", "grid_weight", "mask_dedup", "mask_intersections", "matrix_nms", "resize_masks"]
