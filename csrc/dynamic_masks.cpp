@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <torch/library.h>
@@ -36,8 +37,7 @@ at::Tensor dynamic_masks_logits(const at::Tensor& features, const at::Tensor& ke
               features.sizes());
   TORCH_CHECK(features.device() == kernels.device(), "dynamic_masks: features and kernels must be on one device, got ",
               features.device(), " and ", kernels.device());
-  const auto acc = (features.scalar_type() == at::kDouble || kernels.scalar_type() == at::kDouble) ? at::kDouble
-                                                                                                    : at::kFloat;
+  const auto acc = at::toOpMathType(at::promote_types(features.scalar_type(), kernels.scalar_type()));
   const int64_t h = features.size(-2), w = features.size(-1);
   const at::Tensor f = features.to(acc), k = kernels.to(acc);
   at::Tensor logits = batched ? at::bmm(k, f.flatten(2)) : at::mm(k, f.flatten(1));

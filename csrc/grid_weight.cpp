@@ -6,11 +6,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 
 #include <torch/library.h>
 
 #include "csrc/grid_weight.h"
-#include "csrc/memory_read.h"
 #include "kernels/grid_weight.cuh"
 
 namespace visolo_fast {
@@ -24,14 +24,15 @@ void grid_weight_check(const at::Tensor& query, const at::Tensor& keys) {
   TORCH_CHECK(at::isFloatingType(query.scalar_type()) && query.scalar_type() == keys.scalar_type(),
               "grid_weight: query and keys must share one floating dtype, got ", query.scalar_type(), " and ",
               keys.scalar_type());
-  TORCH_CHECK(query.device() == keys.device(), "grid_weight: query and keys must be on one device");
+  TORCH_CHECK(query.device() == keys.device(), "grid_weight: query and keys must be on one device, got ", query.device(),
+              " and ", keys.device());
 }
 
 namespace {
 
 at::Tensor grid_weight_cpu(const at::Tensor& query, const at::Tensor& keys) {
   grid_weight_check(query, keys);
-  const auto acc = accumulate_type(query, keys);
+  const auto acc = at::toOpMathType(query.scalar_type());
   const int64_t B = query.size(0), S = query.size(1), E = keys.size(1);
   // [B, E, S, S'] logits; the best of each row, then the sigmoid of it.
   const at::Tensor best = at::matmul(query.to(acc).unsqueeze(1), keys.to(acc).transpose(-1, -2)).amax(-1)

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <torch/library.h>
@@ -24,11 +25,12 @@ at::Tensor matrix_nms_check_and_allocate(const at::Tensor& inter, const at::Tens
   TORCH_CHECK(scores.dim() == 1 && scores.size(0) == K && at::isFloatingType(scores.scalar_type()),
               "matrix_nms: scores must be a floating-point [", K, "], got ", scores.scalar_type(), " ", scores.sizes());
   TORCH_CHECK(inter.device() == labels.device() && inter.device() == scores.device(),
-              "matrix_nms: inter, labels and scores must be on one device");
+              "matrix_nms: inter, labels and scores must be on one device, got ", inter.device(), ", ", labels.device(),
+              ", ", scores.device());
   TORCH_CHECK(kernel == "gaussian" || kernel == "linear", "matrix_nms: kernel must be 'gaussian' or 'linear', got '",
               kernel, "'");
   *gaussian = kernel == "gaussian";
-  return at::empty({K}, scores.options().dtype(scores.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  return at::empty({K}, scores.options().dtype(at::toOpMathType(scores.scalar_type())));
 }
 
 namespace {

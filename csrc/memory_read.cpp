@@ -7,17 +7,13 @@
 // the S x N weights and no separate add.
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 
 #include <torch/library.h>
 
 #include "csrc/memory_read.h"
 
 namespace visolo_fast {
-
-at::ScalarType accumulate_type(const at::Tensor& a, const at::Tensor& b) {
-  return (a.scalar_type() == at::kDouble || b.scalar_type() == at::kDouble) ? at::kDouble : at::kFloat;
-}
 
 void memory_read_check(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
                        const at::Tensor& residual) {
@@ -30,13 +26,14 @@ void memory_read_check(const at::Tensor& query, const at::Tensor& keys, const at
                   residual.size(2) == values.size(2),
               "memory_read: residual must be [B, S, V] = [", query.size(0), ", ", query.size(1), ", ", values.size(2),
               "], got ", residual.sizes());
-  TORCH_CHECK(keys.size(1) >= 1 || query.size(0) * query.size(1) == 0, "memory_read: need N >= 1 keys, got ",
-              keys.sizes());
+  TORCH_CHECK(keys.size(1) >= 1 || query.size(0) * query.size(1) == 0,
+              "memory_read: keys must hold N >= 1 memory grids, got ", keys.sizes());
   for (const at::Tensor* t : {&query, &keys, &values, &residual}) {
     TORCH_CHECK(at::isFloatingType(t->scalar_type()) && t->scalar_type() == query.scalar_type(),
                 "memory_read: query, keys, values and residual must share one floating dtype, got ",
                 query.scalar_type(), ", ", keys.scalar_type(), ", ", values.scalar_type(), ", ", residual.scalar_type());
-    TORCH_CHECK(t->device() == query.device(), "memory_read: all inputs must be on one device");
+    TORCH_CHECK(t->device() == query.device(), "memory_read: query, keys, values and residual must be on one device, got ",
+                query.device(), ", ", keys.device(), ", ", values.device(), ", ", residual.device());
   }
 }
 
@@ -45,7 +42,7 @@ namespace {
 at::Tensor memory_read_cpu(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
                            const at::Tensor& residual) {
   memory_read_check(query, keys, values, residual);
-  const auto acc = accumulate_type(query, keys);
+  const auto acc = at::toOpMathType(query.scalar_type());
   if (residual.numel() == 0) {
     return residual.clone(at::MemoryFormat::Contiguous);
   }

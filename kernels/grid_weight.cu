@@ -4,13 +4,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "csrc/grid_weight.h"
-#include "csrc/memory_read.h"
 #include "kernels/grid_weight.cuh"
 
 namespace visolo_fast {
@@ -47,7 +47,7 @@ at::Tensor grid_weight_cuda(const at::Tensor& query, const at::Tensor& keys) {
   grid_weight_check(query, keys);
   TORCH_CHECK(keys.size(1) <= kMaxFrames, "grid_weight: at most ", kMaxFrames, " earlier frames on CUDA, got ",
               keys.size(1));
-  const auto acc = accumulate_type(query, keys);
+  const auto acc = at::toOpMathType(query.scalar_type());
   const int64_t B = query.size(0), S = query.size(1), E = keys.size(1), S2 = keys.size(2), D = query.size(2);
   at::Tensor out = at::empty({B, S}, query.options().dtype(acc));
   if (out.numel() == 0) {
@@ -57,7 +57,7 @@ at::Tensor grid_weight_cuda(const at::Tensor& query, const at::Tensor& keys) {
   constexpr int threads = 128;
   const int blocks = static_cast<int>(std::min<int64_t>((B * S + threads - 1) / threads, 65535));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, query.scalar_type(), "grid_weight_cuda", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    using acc_t = at::opmath_type<scalar_t>;
     grid_weight_kernel<scalar_t, acc_t><<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), out.mutable_data_ptr<acc_t>(), B, S, E, S2, D);
   });

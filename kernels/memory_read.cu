@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -101,7 +102,7 @@ at::Tensor memory_read_cuda(const at::Tensor& query, const at::Tensor& keys, con
   const at::Tensor q = query.contiguous(), k = keys.contiguous(), v = values.contiguous(), r = residual.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, query.scalar_type(), "memory_read_cuda", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    using acc_t = at::opmath_type<scalar_t>;
     memory_read_kernel<scalar_t, acc_t><<<dim3(S, B), kThreads, 0, stream>>>(
         q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
         r.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), S, N, D, V);

@@ -5,12 +5,11 @@ mask-quality score needs."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from visolo_fast import backends
+from visolo_fast.ops._common import opmath_dtype
 
 OP = "dynamic_masks"
 # Compiled backends, fastest first, for backend="auto".
@@ -35,25 +34,6 @@ def check_input(features: torch.Tensor, kernels: torch.Tensor) -> None:
         raise ValueError(f"dynamic_masks: features and kernels must be on one device, got {features.device} and {kernels.device}")
 
 
-def cut_for(threshold: float) -> float:
-    """logit(threshold): the compiled backends decide a mask bit as ``logit > cut``
-    (kernels/dynamic_masks.cuh) and only take the sigmoid inside the mask."""
-    if not threshold > 0:
-        return -math.inf
-    if not threshold < 1:
-        return math.inf
-    return math.log(threshold / (1 - threshold))
-
-
-def logits_of(features: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """The low-resolution logits ``kernels @ features`` by a library GEMM, float32 (float64
-    for float64 inputs): Tensor[M, h, w] contiguous, M = K or B * K."""
-    dtype = torch.float64 if torch.float64 in (features.dtype, kernels.dtype) else torch.float32
-    h, w = features.shape[-2:]
-    logits = torch.matmul(kernels.to(dtype), features.to(dtype).flatten(-2))
-    return logits.reshape(-1, h, w).contiguous()
-
-
 def output_shapes(features: torch.Tensor, kernels: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(mask shape, shape of areas and quality) for these inputs."""
     lead = tuple(kernels.shape[:-1])
@@ -69,12 +49,12 @@ def dynamic_masks_reference(features: torch.Tensor, kernels: torch.Tensor, thres
         parts = [dynamic_masks_reference(f, k, threshold) for f, k in zip(features, kernels)]
         if not parts:
             h, w = features.shape[-2:]
-            dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+            dtype = opmath_dtype(features.dtype, kernels.dtype)
             return (features.new_zeros((0, kernels.shape[1], 4 * h, 4 * w), dtype=torch.bool),
                     features.new_zeros((0, kernels.shape[1]), dtype=torch.int64),
                     features.new_zeros((0, kernels.shape[1]), dtype=dtype))
         return tuple(torch.stack(p) for p in zip(*parts))
-    dtype = torch.float64 if torch.float64 in (features.dtype, kernels.dtype) else torch.float32
+    dtype = opmath_dtype(features.dtype, kernels.dtype)
     E, h, w = features.shape
     K = kernels.shape[0]
     if K == 0:
@@ -114,7 +94,7 @@ def dynamic_masks(features: torch.Tensor, kernels: torch.Tensor, threshold: floa
     if chosen == "reference":
         return dynamic_masks_reference(features, kernels, threshold)
     if chosen == "triton":
-        from visolo_fast.triton.dynamic_masks import dynamic_masks_triton
+        from visolo_fast.triton.dynamic_masks import dynamic_masks_triton  # inputs checked above
 
         return dynamic_masks_triton(features, kernels, float(threshold))
     # cpp and cuda are the same dispatcher op; the device of the tensors picks the kernel.
@@ -126,6 +106,5 @@ if backends.extension_loaded():
     @torch.library.register_fake("visolo_fast::dynamic_masks")
     def _dynamic_masks_fake(features, kernels, threshold):
         mask_shape, lead = output_shapes(features, kernels)
-        dtype = torch.float64 if torch.float64 in (features.dtype, kernels.dtype) else torch.float32
         return (features.new_empty(mask_shape, dtype=torch.bool), features.new_empty(lead, dtype=torch.int64),
-                features.new_empty(lead, dtype=dtype))
+                features.new_empty(lead, dtype=opmath_dtype(features.dtype, kernels.dtype)))

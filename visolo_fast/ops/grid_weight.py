@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
+from visolo_fast.ops._common import opmath_dtype
 
 OP = "grid_weight"
 # Compiled backends, fastest first, for backend="auto".
@@ -36,7 +37,7 @@ def check_input(query: torch.Tensor, keys: torch.Tensor) -> None:
 
 def grid_weight_reference(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Plain PyTorch, as the official ``getGridWeight``: fp32 (fp64 for fp64 inputs)."""
-    dtype = torch.float64 if torch.float64 in (query.dtype, keys.dtype) else torch.float32
+    dtype = opmath_dtype(query.dtype, keys.dtype)
     logits = torch.matmul(query.to(dtype).unsqueeze(1), keys.to(dtype).transpose(-1, -2))  # [B, E, S, S']
     return torch.sigmoid(logits).amax(dim=3).mean(dim=1)
 
@@ -57,7 +58,7 @@ def grid_weight(query: torch.Tensor, keys: torch.Tensor, backend: str = "auto") 
     if chosen == "reference":
         return grid_weight_reference(query, keys)
     if chosen == "triton":
-        from visolo_fast.triton.grid_weight import grid_weight_triton
+        from visolo_fast.triton.grid_weight import grid_weight_triton  # inputs checked above
 
         return grid_weight_triton(query, keys)
     return torch.ops.visolo_fast.grid_weight(query, keys)
@@ -67,5 +68,4 @@ if backends.extension_loaded():
 
     @torch.library.register_fake("visolo_fast::grid_weight")
     def _grid_weight_fake(query, keys):
-        dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
-        return query.new_empty(query.shape[:2], dtype=dtype)
+        return query.new_empty(query.shape[:2], dtype=opmath_dtype(query.dtype))

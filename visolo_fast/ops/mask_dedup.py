@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from visolo_fast import backends
+from visolo_fast.ops._common import described
 from visolo_fast.ops.mask_intersections import (
     check_intersection_matrix,
     mask_intersections,
@@ -24,8 +25,7 @@ IMPLEMENTED = ("cuda", "triton", "cpp")
 
 def check_input(masks: torch.Tensor) -> None:
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
-        got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
-        raise TypeError(f"mask_dedup: masks must be a bool Tensor[K, H, W], got {got}")
+        raise TypeError(f"mask_dedup: masks must be a bool Tensor[K, H, W], got {described(masks)}")
 
 
 def mask_dedup_from_intersections_reference(inter: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -62,7 +62,7 @@ def mask_dedup_from_intersections(inter: torch.Tensor, threshold: float = 0.5, b
     if chosen == "reference":
         return mask_dedup_from_intersections_reference(inter, threshold)
     if chosen == "triton":
-        from visolo_fast.triton.mask_dedup import mask_dedup_keep_triton
+        from visolo_fast.triton.mask_dedup import mask_dedup_keep_triton  # inputs checked above
 
         return mask_dedup_keep_triton(inter, float(threshold))
     return torch.ops.visolo_fast.mask_dedup_keep(inter, float(threshold))

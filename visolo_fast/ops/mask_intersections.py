@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
+from visolo_fast.ops._common import described
 
 OP = "mask_intersections"
 # Compiled backends, fastest first, for backend="auto".
@@ -14,15 +15,13 @@ IMPLEMENTED = ("cuda", "triton", "cpp")
 
 def check_input(masks: torch.Tensor) -> None:
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
-        got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
-        raise TypeError(f"mask_intersections: masks must be a bool Tensor[K, H, W], got {got}")
+        raise TypeError(f"mask_intersections: masks must be a bool Tensor[K, H, W], got {described(masks)}")
 
 
 def check_intersection_matrix(inter: torch.Tensor, op: str) -> None:
     """For the ops that take this op's output: an int64 Tensor[K, K]."""
     if not isinstance(inter, torch.Tensor) or inter.dtype != torch.int64 or inter.dim() != 2 or inter.shape[0] != inter.shape[1]:
-        got = f"{inter.dtype} {tuple(inter.shape)}" if isinstance(inter, torch.Tensor) else type(inter).__name__
-        raise TypeError(f"{op}: inter must be an int64 Tensor[K, K] (mask_intersections), got {got}")
+        raise TypeError(f"{op}: inter must be an int64 Tensor[K, K] (mask_intersections), got {described(inter)}")
 
 
 def mask_intersections_reference(masks: torch.Tensor) -> torch.Tensor:
@@ -49,7 +48,7 @@ def mask_intersections(masks: torch.Tensor, backend: str = "auto") -> torch.Tens
     if chosen == "reference":
         return mask_intersections_reference(masks)
     if chosen == "triton":
-        from visolo_fast.triton.mask_intersections import mask_intersections_triton
+        from visolo_fast.triton.mask_intersections import mask_intersections_triton  # inputs checked above
 
         return mask_intersections_triton(masks)
     return torch.ops.visolo_fast.mask_intersections(masks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
+from visolo_fast.ops._common import described, opmath_dtype
 from visolo_fast.ops.mask_intersections import (
     check_intersection_matrix,
     mask_intersections,
@@ -24,8 +25,7 @@ KERNELS = ("gaussian", "linear")
 
 def check_input(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str) -> None:
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
-        got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
-        raise TypeError(f"matrix_nms: masks must be a bool Tensor[K, H, W], got {got}")
+        raise TypeError(f"matrix_nms: masks must be a bool Tensor[K, H, W], got {described(masks)}")
     _check_per_mask(masks.shape[0], masks.device, "masks", labels, scores, kernel)
 
 
@@ -37,11 +37,9 @@ def check_intersections(inter: torch.Tensor, labels: torch.Tensor, scores: torch
 def _check_per_mask(K: int, device: torch.device, first: str, labels: torch.Tensor, scores: torch.Tensor,
                     kernel: str) -> None:
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (K,):
-        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise TypeError(f"matrix_nms: labels must be an int64 Tensor[{K}] (one per mask), got {got}")
+        raise TypeError(f"matrix_nms: labels must be an int64 Tensor[{K}] (one per mask), got {described(labels)}")
     if not isinstance(scores, torch.Tensor) or not scores.is_floating_point() or tuple(scores.shape) != (K,):
-        got = f"{scores.dtype} {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise TypeError(f"matrix_nms: scores must be a floating-point Tensor[{K}] (one per mask), got {got}")
+        raise TypeError(f"matrix_nms: scores must be a floating-point Tensor[{K}] (one per mask), got {described(scores)}")
     if not (device == labels.device == scores.device):
         raise ValueError(f"matrix_nms: {first}, labels and scores must be on one device, got {device}, "
                          f"{labels.device}, {scores.device}")
@@ -52,7 +50,7 @@ def _check_per_mask(K: int, device: torch.device, first: str, labels: torch.Tens
 def matrix_nms_from_intersections_reference(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
                                             kernel: str = "gaussian", sigma: float = 2.0) -> torch.Tensor:
     """The official formulas, in the scores' precision (float32 at least)."""
-    dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    dtype = opmath_dtype(scores.dtype)
     if inter.shape[0] == 0:
         return scores.to(dtype)
     # NB: the counts are exact in float32 up to 2^24 pixels (a 352 x 624 mask has 219,648).
@@ -91,7 +89,7 @@ def matrix_nms_from_intersections(inter: torch.Tensor, labels: torch.Tensor, sco
     if chosen == "reference":
         return matrix_nms_from_intersections_reference(inter, labels, scores, kernel, sigma)
     if chosen == "triton":
-        from visolo_fast.triton.matrix_nms import matrix_nms_decay_triton
+        from visolo_fast.triton.matrix_nms import matrix_nms_decay_triton  # inputs checked above
 
         return matrix_nms_decay_triton(inter, labels, scores, kernel, float(sigma))
     return torch.ops.visolo_fast.matrix_nms_decay(inter, labels, scores, kernel, float(sigma))
@@ -122,4 +120,4 @@ if backends.extension_loaded():
 
     @torch.library.register_fake("visolo_fast::matrix_nms_decay")
     def _matrix_nms_decay_fake(inter, labels, scores, kernel, sigma):
-        return scores.new_empty(scores.shape, dtype=torch.float64 if scores.dtype == torch.float64 else torch.float32)
+        return scores.new_empty(scores.shape, dtype=opmath_dtype(scores.dtype))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
+from visolo_fast.ops._common import described, opmath_dtype
 
 OP = "memory_read"
 # Compiled backends, fastest first, for backend="auto".
@@ -22,8 +23,7 @@ def check_input(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, r
     names = ("query", "keys", "values", "residual")
     for name, t in zip(names, (query, keys, values, residual)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() != 3:
-            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-            raise TypeError(f"memory_read: {name} must be a 3-d floating-point tensor, got {got}")
+            raise TypeError(f"memory_read: {name} must be a 3-d floating-point tensor, got {described(t)}")
     B, S, D = query.shape
     N = keys.shape[1]
     V = values.shape[2]
@@ -37,14 +37,15 @@ def check_input(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, r
         raise TypeError(f"memory_read: query, keys, values and residual must share one dtype, got "
                         f"{[str(t.dtype) for t in (query, keys, values, residual)]}")
     if len({t.device for t in (query, keys, values, residual)}) != 1:
-        raise ValueError("memory_read: query, keys, values and residual must be on one device")
+        raise ValueError(f"memory_read: query, keys, values and residual must be on one device, got "
+                         f"{[str(t.device) for t in (query, keys, values, residual)]}")
 
 
 def memory_read_reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                           residual: torch.Tensor) -> torch.Tensor:
     """Plain PyTorch, as the official ``Memory`` module: bmm, softmax, bmm, add; fp32
     (fp64 for fp64 inputs) inside, the inputs' dtype out."""
-    dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    dtype = opmath_dtype(query.dtype)
     weights = torch.softmax(torch.bmm(query.to(dtype), keys.to(dtype).transpose(1, 2)), dim=-1)
     return (residual.to(dtype) + torch.bmm(weights, values.to(dtype))).to(residual.dtype)
 
@@ -68,7 +69,7 @@ def memory_read(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, r
     if chosen == "reference":
         return memory_read_reference(query, keys, values, residual)
     if chosen == "triton":
-        from visolo_fast.triton.memory_read import memory_read_triton
+        from visolo_fast.triton.memory_read import memory_read_triton  # inputs checked above
 
         return memory_read_triton(query, keys, values, residual)
     return torch.ops.visolo_fast.memory_read(query, keys, values, residual)

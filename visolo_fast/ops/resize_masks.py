@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from visolo_fast import backends
+from visolo_fast.ops._common import described
 
 OP = "resize_masks"
 # Compiled backends, fastest first, for backend="auto".
@@ -14,8 +15,7 @@ IMPLEMENTED = ("cuda", "triton", "cpp")
 
 def check_input(masks: torch.Tensor, size) -> tuple[int, int]:
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
-        got = f"{masks.dtype} {tuple(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
-        raise TypeError(f"resize_masks: masks must be a bool Tensor[K, H, W], got {got}")
+        raise TypeError(f"resize_masks: masks must be a bool Tensor[K, H, W], got {described(masks)}")
     if not (isinstance(size, (tuple, list, torch.Size)) and len(size) == 2
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)):
         raise ValueError(f"resize_masks: size must be (height, width), positive integers, got {size!r}")
@@ -54,7 +54,7 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int], threshold: float = 
         # so 1 >= threshold > 0: the masks themselves (the network's own size is a common output size).
         return masks.clone(memory_format=torch.contiguous_format)
     if chosen == "triton":
-        from visolo_fast.triton.resize_masks import resize_masks_triton
+        from visolo_fast.triton.resize_masks import resize_masks_triton  # inputs checked above
 
         return resize_masks_triton(masks, list(size), float(threshold))
     # cpp and cuda are the same dispatcher op; the device of the masks picks the kernel.

@@ -2,19 +2,23 @@
 ``torch.matmul`` (cuBLAS), then one kernel for the x4 upsample, the sigmoid, the
 threshold and the per-block reductions (the math of ``kernels/dynamic_masks.cuh``).
 
-Imported on first use, so that ``TRITON_INTERPRET`` is read when the caller asks
-for the Triton backend, not when visolo_fast is imported.
+Imported on first use (by :mod:`visolo_fast.ops.dynamic_masks`, which checks the
+inputs), so that ``TRITON_INTERPRET`` is read when the caller asks for the Triton
+backend, not when visolo_fast is imported.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from visolo_fast.ops.dynamic_masks import check_input, cut_for, logits_of, output_shapes
+from visolo_fast.ops._common import opmath_dtype
 from visolo_fast.triton.bilinear import bilinear_taps
+from visolo_fast.triton.launch import launch
 
 BLOCK = 2048
 
@@ -56,31 +60,34 @@ def _dynamic_masks_kernel(
     tl.store(part_sum_ptr + m * NB + b, tl.sum(p.to(tl.float64), axis=0))
 
 
+def _cut_for(threshold: float) -> float:
+    """logit(threshold), as kernels/dynamic_masks.cuh's cut_for: a mask bit is ``logit > cut``,
+    and the sigmoid is only taken inside the mask."""
+    if not threshold > 0:
+        return -math.inf
+    if not threshold < 1:
+        return math.inf
+    return math.log(threshold / (1 - threshold))
+
+
 @triton_op("visolo_fast::dynamic_masks_triton", mutates_args=())
 def dynamic_masks_triton(features: torch.Tensor, kernels: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton dynamic_masks; see :func:`visolo_fast.ops.dynamic_masks`."""
-    check_input(features, kernels)
-    logits = logits_of(features, kernels)  # [M, h, w]
-    mask_shape, lead = output_shapes(features, kernels)
-    M, h, w = logits.shape
-    masks = torch.empty(mask_shape, dtype=torch.bool, device=logits.device)
+    h, w = features.shape[-2:]
+    # The low-resolution logits by a library GEMM (cuBLAS), in the op's compute dtype: [M, h, w].
+    dtype = opmath_dtype(features.dtype, kernels.dtype)
+    logits = torch.matmul(kernels.to(dtype), features.to(dtype).flatten(-2)).reshape(-1, h, w).contiguous()
+    lead = tuple(kernels.shape[:-1])
+    M = logits.shape[0]
+    masks = torch.empty((*lead, 4 * h, 4 * w), dtype=torch.bool, device=logits.device)
     if M == 0:
         return masks, torch.zeros(lead, dtype=torch.int64, device=logits.device), logits.new_zeros(lead)
     NB = triton.cdiv(16 * h * w, BLOCK)
     part_area = torch.empty((M, NB), dtype=torch.int64, device=logits.device)
     part_sum = torch.empty((M, NB), dtype=torch.float64, device=logits.device)
-    wrap_triton(_dynamic_masks_kernel)[(M, NB)](logits, masks, part_area, part_sum, h, w, cut_for(threshold), NB,
-                                                BLOCK=BLOCK)
+    launch(_dynamic_masks_kernel, (M, NB), logits, masks, part_area, part_sum, h, w, _cut_for(threshold), NB, BLOCK=BLOCK)
     areas = part_area.sum(1)
     # NB: 0 / 0 = NaN for an empty mask, as the official code.
     quality = (part_sum.sum(1) / areas.double()).to(logits.dtype)
     return masks, areas.reshape(lead), quality.reshape(lead)
 
-
-@dynamic_masks_triton.register_fake
-def _dynamic_masks_triton_fake(features, kernels, threshold):
-    # NB: explicit: under TRITON_INTERPRET=1 a traced fake would run the interpreter on fake tensors.
-    mask_shape, lead = output_shapes(features, kernels)
-    dtype = torch.float64 if torch.float64 in (features.dtype, kernels.dtype) else torch.float32
-    return (features.new_empty(mask_shape, dtype=torch.bool), features.new_empty(lead, dtype=torch.int64),
-            features.new_empty(lead, dtype=dtype))

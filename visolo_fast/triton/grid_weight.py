@@ -1,15 +1,17 @@
 """Triton kernel of :func:`visolo_fast.ops.grid_weight`: a program takes a block of query
 grids, and for each earlier frame walks its grids in blocks keeping the best logit;
-the sigmoid is taken of the maxima only (kernels/grid_weight.cuh). Imported on first use."""
+the sigmoid is taken of the maxima only (kernels/grid_weight.cuh). Imported on first use
+by :mod:`visolo_fast.ops.grid_weight`, which checks the inputs."""
 
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from visolo_fast.ops.grid_weight import check_input
+from visolo_fast.ops._common import opmath_dtype
+from visolo_fast.triton.launch import launch
 
 BLOCK_S = 16
 BLOCK_N = 64
@@ -17,11 +19,11 @@ BLOCK_N = 64
 
 @triton.jit
 def _grid_weight_kernel(q_ptr, k_ptr, o_ptr, S, E, S2, D, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr, F64: tl.constexpr):
+                        BLOCK_D: tl.constexpr):
     b = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
-    acc_t = tl.float64 if F64 else tl.float32
+    acc_t = o_ptr.dtype.element_ty  # the output is in the op's compute dtype
     q = tl.load(q_ptr + (b * S + rows[:, None]) * D + d[None, :], mask=(rows[:, None] < S) & (d[None, :] < D),
                 other=0.0).to(acc_t)
     total = tl.zeros((BLOCK_S,), dtype=acc_t)
@@ -44,18 +46,11 @@ def _grid_weight_kernel(q_ptr, k_ptr, o_ptr, S, E, S2, D, BLOCK_S: tl.constexpr,
 @triton_op("visolo_fast::grid_weight_triton", mutates_args=())
 def grid_weight_triton(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Triton grid_weight; see :func:`visolo_fast.ops.grid_weight`."""
-    check_input(query, keys)
     B, S, D = query.shape
     E, S2 = keys.shape[1], keys.shape[2]
-    dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
-    out = torch.empty((B, S), dtype=dtype, device=query.device)
+    out = torch.empty((B, S), dtype=opmath_dtype(query.dtype), device=query.device)
     if out.numel():
-        wrap_triton(_grid_weight_kernel)[(triton.cdiv(S, BLOCK_S), B)](
-            query.contiguous(), keys.contiguous(), out, S, E, S2, D, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N,
-            BLOCK_D=max(16, triton.next_power_of_2(D)), F64=dtype == torch.float64)
+        launch(_grid_weight_kernel, (triton.cdiv(S, BLOCK_S), B), query.contiguous(), keys.contiguous(), out, S, E, S2, D,
+               BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(D)))
     return out
 
-
-@grid_weight_triton.register_fake
-def _grid_weight_triton_fake(query, keys):
-    return query.new_empty(query.shape[:2], dtype=torch.float64 if query.dtype == torch.float64 else torch.float32)

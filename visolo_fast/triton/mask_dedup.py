@@ -1,13 +1,16 @@
 """Triton kernel of :func:`visolo_fast.ops.mask_dedup.mask_dedup_from_intersections`
 (the math of ``kernels/mask_dedup.cuh``): one program holds the keep flags of all
-masks and walks the masks in score order. Imported on first use."""
+masks and walks the masks in score order. Imported on first use by
+:mod:`visolo_fast.ops.mask_dedup`, which checks the inputs."""
 
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
+
+from visolo_fast.triton.launch import launch
 
 
 @triton.jit
@@ -33,10 +36,6 @@ def mask_dedup_keep_triton(inter: torch.Tensor, threshold: float) -> torch.Tenso
     keep = torch.empty(K, dtype=torch.bool, device=inter.device)
     if K:
         block = max(16, triton.next_power_of_2(K))
-        wrap_triton(_mask_dedup_kernel)[(1,)](inter.contiguous(), keep, K, threshold, BLOCK=block)
+        launch(_mask_dedup_kernel, (1,), inter.contiguous(), keep, K, threshold, BLOCK=block)
     return keep
 
-
-@mask_dedup_keep_triton.register_fake
-def _mask_dedup_keep_triton_fake(inter, threshold):
-    return inter.new_empty((inter.shape[0],), dtype=torch.bool)

@@ -1,15 +1,16 @@
 """Triton kernel of :func:`visolo_fast.ops.mask_intersections`: 0/1 tiles multiplied
 with float32 accumulation (tensor cores on a GPU; exact up to 2^24 pixels), the bool
-masks converted in registers, never copied. Imported on first use."""
+masks converted in registers, never copied. Imported on first use by
+:mod:`visolo_fast.ops.mask_intersections`, which checks the inputs."""
 
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from visolo_fast.ops.mask_intersections import check_input
+from visolo_fast.triton.launch import launch
 
 BLOCK_K = 32  # masks per tile side (tl.dot needs at least 16)
 BLOCK_N = 256  # pixels per step
@@ -44,7 +45,6 @@ def _mask_intersections_kernel(
 @triton_op("visolo_fast::mask_intersections_triton", mutates_args=())
 def mask_intersections_triton(masks: torch.Tensor) -> torch.Tensor:
     """Triton mask_intersections; see :func:`visolo_fast.ops.mask_intersections`."""
-    check_input(masks)
     K = masks.shape[0]
     flat = masks.flatten(1).contiguous()
     n = flat.shape[1]
@@ -53,10 +53,6 @@ def mask_intersections_triton(masks: torch.Tensor) -> torch.Tensor:
         if n >= 2**24:
             raise ValueError(f"mask_intersections: the Triton backend counts exactly up to 2^24 pixels per mask, got {n}")
         grid = (triton.cdiv(K, BLOCK_K), triton.cdiv(K, BLOCK_K))
-        wrap_triton(_mask_intersections_kernel)[grid](flat, inter, K, n, BLOCK_K=BLOCK_K, BLOCK_N=BLOCK_N)
+        launch(_mask_intersections_kernel, grid, flat, inter, K, n, BLOCK_K=BLOCK_K, BLOCK_N=BLOCK_N)
     return inter
 
-
-@mask_intersections_triton.register_fake
-def _mask_intersections_triton_fake(masks):
-    return masks.new_empty((masks.shape[0], masks.shape[0]), dtype=torch.int64)

@@ -1,15 +1,17 @@
 """Triton kernel of :func:`visolo_fast.ops.matrix_nms.matrix_nms_from_intersections`
 (the math of ``kernels/matrix_nms.cuh``): one program per block of columns, walking
-the rows in blocks, twice (compensations, then decays). Imported on first use."""
+the rows in blocks, twice (compensations, then decays). Imported on first use by
+:mod:`visolo_fast.ops.matrix_nms`, which checks the inputs."""
 
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from visolo_fast.ops.matrix_nms import check_intersections
+from visolo_fast.ops._common import opmath_dtype
+from visolo_fast.triton.launch import launch
 
 BLOCK = 32
 
@@ -82,8 +84,7 @@ def _decay_kernel(inter_ptr, labels_ptr, areas_ptr, comp_ptr, scores_ptr, out_pt
 def matrix_nms_decay_triton(inter: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, kernel: str,
                             sigma: float) -> torch.Tensor:
     """Triton Matrix NMS from the intersections; see :func:`visolo_fast.ops.matrix_nms`."""
-    check_intersections(inter, labels, scores, kernel)
-    dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    dtype = opmath_dtype(scores.dtype)
     K = inter.shape[0]
     out = torch.empty(K, dtype=dtype, device=inter.device)
     if K:
@@ -91,12 +92,8 @@ def matrix_nms_decay_triton(inter: torch.Tensor, labels: torch.Tensor, scores: t
         areas = inter.diagonal().contiguous()
         comp = torch.empty(K, dtype=dtype, device=inter.device)
         grid = (triton.cdiv(K, BLOCK),)
-        wrap_triton(_compensation_kernel)[grid](inter, labels, areas, comp, K, BLOCK=BLOCK)
-        wrap_triton(_decay_kernel)[grid](inter, labels, areas, comp, scores.to(dtype).contiguous(), out, K, sigma,
-                                         GAUSSIAN=kernel == "gaussian", BLOCK=BLOCK)
+        launch(_compensation_kernel, grid, inter, labels, areas, comp, K, BLOCK=BLOCK)
+        launch(_decay_kernel, grid, inter, labels, areas, comp, scores.to(dtype).contiguous(), out, K, sigma,
+               GAUSSIAN=kernel == "gaussian", BLOCK=BLOCK)
     return out
 
-
-@matrix_nms_decay_triton.register_fake
-def _matrix_nms_decay_triton_fake(inter, labels, scores, kernel, sigma):
-    return scores.new_empty(scores.shape, dtype=torch.float64 if scores.dtype == torch.float64 else torch.float32)

@@ -2,7 +2,7 @@
 program takes a block of query grids and a block of value channels (256: VISOLO's
 category half or kernel half), walks the keys in blocks with an online softmax (the
 S x N affinity never goes to memory), and adds the residual in its epilogue.
-Imported on first use.
+Imported on first use by :mod:`visolo_fast.ops.memory_read`, which checks the inputs.
 
 NB: a [keys, 512] value tile in float32 would not fit one program's shared memory on
 an H100 with pipelining; two programs per query block each take one half, at the cost
@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from visolo_fast import backends
-from visolo_fast.ops.memory_read import check_input
+from visolo_fast.triton.launch import launch
 
 BLOCK_S = 16
 BLOCK_N = 32
@@ -87,7 +87,6 @@ def _memory_read_kernel(
 @triton_op("visolo_fast::memory_read_triton", mutates_args=())
 def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """Triton memory_read; see :func:`visolo_fast.ops.memory_read`."""
-    check_input(query, keys, values, residual)
     B, S, D = query.shape
     N, V = keys.shape[1], values.shape[2]
     if max(D, V) > 512:
@@ -103,13 +102,8 @@ def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
     # registers, so it gets narrow value blocks.
     block_v = min(32 if f64 else MAX_BLOCK_V, max(16, triton.next_power_of_2(V)))
     grid = (triton.cdiv(S, BLOCK_S), B, triton.cdiv(V, block_v))
-    wrap_triton(_memory_read_kernel)[grid](
-        query.contiguous(), keys.contiguous(), values.contiguous(), residual.contiguous(), out, S, N, D, V,
-        BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_V=block_v,
-        DOT_F32=dot_f32, F64=f64)
+    launch(_memory_read_kernel, grid, query.contiguous(), keys.contiguous(), values.contiguous(), residual.contiguous(),
+           out, S, N, D, V, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_V=block_v,
+           DOT_F32=dot_f32, F64=f64)
     return out
 
-
-@memory_read_triton.register_fake
-def _memory_read_triton_fake(query, keys, values, residual):
-    return residual.new_empty(residual.shape)

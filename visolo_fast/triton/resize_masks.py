@@ -1,5 +1,6 @@
 """Triton kernel of :func:`visolo_fast.ops.resize_masks` (the math of
-``kernels/resize_masks.cuh``). Imported on first use."""
+``kernels/resize_masks.cuh``). Imported on first use by :mod:`visolo_fast.ops.resize_masks`,
+which checks the inputs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from visolo_fast.ops.resize_masks import check_input
 from visolo_fast.triton.bilinear import bilinear_taps
+from visolo_fast.triton.launch import launch
 
 BLOCK = 2048
 
@@ -48,7 +49,7 @@ def _resize_masks_kernel(
 @triton_op("visolo_fast::resize_masks_triton", mutates_args=())
 def resize_masks_triton(masks: torch.Tensor, size: list[int], threshold: float) -> torch.Tensor:
     """Triton resize_masks; see :func:`visolo_fast.ops.resize_masks`."""
-    Ho, Wo = check_input(masks, size)
+    Ho, Wo = size
     masks = masks.contiguous()
     K, H, W = masks.shape
     out = torch.empty((K, Ho, Wo), dtype=torch.bool, device=masks.device)
@@ -56,11 +57,7 @@ def resize_masks_triton(masks: torch.Tensor, size: list[int], threshold: float) 
     if numel:
         # NB: a float32 division, as PyTorch's upsample computes its scales.
         sy, sx = float(np.float32(H) / np.float32(Ho)), float(np.float32(W) / np.float32(Wo))
-        wrap_triton(_resize_masks_kernel)[(triton.cdiv(numel, BLOCK),)](masks, out, numel, H, W, Ho, Wo, sy, sx, threshold,
-                                                                        BLOCK=BLOCK)
+        launch(_resize_masks_kernel, (triton.cdiv(numel, BLOCK),), masks, out, numel, H, W, Ho, Wo, sy, sx, threshold,
+               BLOCK=BLOCK)
     return out
 
-
-@resize_masks_triton.register_fake
-def _resize_masks_triton_fake(masks, size, threshold):
-    return masks.new_empty((masks.shape[0], size[0], size[1]))
