@@ -7,6 +7,11 @@ Environment:
   CUDA_HOME              the CUDA toolkit (default: /usr/local/cuda if it exists,
                          else torch's own search).
   VISOLO_FAST_WITH_CUDA  "0" builds the CPU ops only even with a CUDA torch.
+  MAX_JOBS               parallel compile jobs (default: the CPUs this process may use).
+
+Sources compile with ninja (torch's BuildExtension uses it when `ninja` is on PATH) into
+build/temp/, which every build shares: an editable install and a wheel of the same tree
+reuse each other's objects, and a rebuild compiles only the sources that changed.
 """
 
 import glob
@@ -17,6 +22,7 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+os.environ.setdefault("MAX_JOBS", str(len(os.sched_getaffinity(0))))
 # NB: torch looks for CUDA next to the first `nvcc` on PATH; a wrapper script in
 # /usr/local/bin then makes it pick /usr/local. Set before importing cpp_extension,
 # which reads CUDA_HOME once at import.
@@ -52,8 +58,20 @@ def _extension():
     return cpp_extension.CppExtension(sources=sources, extra_compile_args=extra, **kwargs)
 
 
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's BuildExtension (ninja), compiling into build/temp/ for every kind of build.
+
+    NB: an editable install otherwise compiles in a new temporary folder each time; and
+    setup(options={"build_ext": ...}) does not reach it, as the editable build resets the
+    command and looks its options up by the class's name."""
+
+    def initialize_options(self):
+        super().initialize_options()
+        self.build_temp = os.path.join(ROOT, "build", "temp")
+
+
 setup(
     ext_modules=[_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )
