@@ -19,7 +19,17 @@ FIELDS = ["date", "commit", "device", "op", "shape", "dtype", "backend", "median
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return (f"cpu ({_cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads)")
+
+
+def _cpu_model() -> str:
+    # NB: the machines these runs are on differ (AVX-512 Intel, AVX2 AMD): say which one.
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def commit() -> str:
