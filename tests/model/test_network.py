@@ -30,17 +30,15 @@ def frames(n, size=SMALL, seed=0):
 def test_official_shapes(net):
     x = frames(1, (352, 624))
     first = net.forward_frame(x)
-    assert first.association is None
     want = {"frame_f": (1, 256, 12, 21), "cat_f": (1, 256, 12, 21), "kernel_f": (1, 256, 12, 21),
-            "mask_features": (1, 256, 88, 156), "scores": (1, 40, 12, 21), "kernels": (1, 256, 12, 21)}
-    assert {k: tuple(getattr(first, k).shape) for k in want} == want
+            "mask_features": (1, 256, 88, 156), "query": (1, 252, 128), "key": (1, 252, 128),
+            "scores": (1, 40, 12, 21), "kernels": (1, 256, 12, 21)}
+    assert {k: tuple(getattr(first, k).shape) for k in FrameOutput._fields} == want
     later = net.forward_frame(x, [first.memory_entry] * 3)
-    assert {k: tuple(getattr(later, k).shape) for k in want} == want
-    assert later.association.shape == (1, 252, 252)
+    assert {k: tuple(getattr(later, k).shape) for k in FrameOutput._fields} == want
     for out in (first, later):
-        assert all(torch.isfinite(t).all() for t in out if t is not None)
+        assert all(torch.isfinite(t).all() for t in out)
         assert ((out.scores >= 0) & (out.scores <= 1)).all()
-    assert ((later.association >= 0) & (later.association <= 1)).all()
 
 
 @torch.inference_mode()
@@ -55,18 +53,17 @@ def test_first_frame_reads_itself(net):
 
 @torch.inference_mode()
 def test_memory_read_softmaxes_over_all_entries_at_once(net):
-    # One softmax over T * S keys: the order of the entries cannot matter to the read,
-    # while the association matrix follows the last entry (the previous frame).
+    # One softmax over T * S keys: the order of the entries cannot matter to the read; the
+    # frame's own tracking embeddings do not depend on the memory at all.
     entries = [net.forward_frame(frames(1, seed=s)).memory_entry for s in range(1, 4)]
     x = frames(1, seed=9)
     a = net.forward_frame(x, entries)
     b = net.forward_frame(x, [entries[1], entries[0], entries[2]])
     torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a.kernels, b.kernels, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(a.association, b.association, rtol=0, atol=0)
     c = net.forward_frame(x, entries[:2])
     assert not torch.allclose(a.kernels, c.kernels, atol=1e-4), "dropping an entry must change the read"
-    assert (net.forward_frame(x, [entries[2], entries[0]]).association - a.association).abs().max() > 0.01
+    assert torch.equal(a.query, c.query) and torch.equal(a.key, c.key)
 
 
 @torch.inference_mode()
@@ -92,13 +89,23 @@ def test_memory_read_by_hand(net):
 
 
 @torch.inference_mode()
-def test_association_rows_are_the_previous_frame(net):
+def test_forward_frame_is_the_passes(net):
+    """forward_frame = encode -> the memory's keys and values -> read -> predict; the frame's
+    tracking embeddings are the query and reference branches' (sharing their convolutions)."""
     prev = net.forward_frame(frames(1, seed=1))
-    cur = net.forward_frame(frames(1, seed=2), [prev.memory_entry])
-    expected = torch.sigmoid(net.Tracking_branch(prev.frame_f, cur.frame_f))
-    torch.testing.assert_close(cur.association, expected, rtol=0, atol=0)
-    q, r = net.Tracking_branch.query(prev.frame_f), net.Tracking_branch.reference(cur.frame_f)
-    torch.testing.assert_close(cur.association[0, 5, 7], torch.sigmoid(q[0, 5] @ r[0, 7]), rtol=1e-5, atol=1e-6)
+    x = frames(1, seed=2)
+    cur = net.forward_frame(x, [prev.memory_entry])
+    enc = net.encode(x)
+    keys, values = net.memory_keys_values([prev.memory_entry])
+    assert keys.shape == (1, 252, 128) and values.shape == (1, 252, 512)
+    scores, kernels = net.predict(net.read(enc, keys, values))
+    for name, want in zip(FrameOutput._fields, (*enc, scores, kernels)):
+        torch.testing.assert_close(getattr(cur, name), want, rtol=0, atol=0, msg=name)
+    tb = net.Tracking_branch
+    torch.testing.assert_close(cur.query, tb.query(cur.frame_f), rtol=0, atol=0)
+    torch.testing.assert_close(cur.key, tb.reference(cur.frame_f), rtol=0, atol=0)
+    torch.testing.assert_close(keys, tb.reference(prev.frame_f), rtol=0, atol=0)
+    torch.testing.assert_close(net.memory_values(prev.cat_f, prev.kernel_f), values, rtol=0, atol=0)
 
 
 @torch.inference_mode()
@@ -117,13 +124,13 @@ def test_batch_equals_one_by_one(net):
 def test_deterministic(net):
     x = frames(1)
     a, b = net.forward_frame(x), net.forward_frame(x)
-    assert all(torch.equal(u, v) for u, v in zip(a[:6], b[:6]))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
 @pytest.mark.parametrize("backend,device", [b for b in BACKEND_DEVICES if b.values[0] != "reference"])
 @torch.inference_mode()
 def test_backends_agree_with_reference(net, backend, device):
-    require_backend(backend, device, "add_coords")
+    require_backend(backend, device, "memory_read")
     x = frames(1)
     ref = net.forward_frame(x, backend="reference")
     ref2 = net.forward_frame(x, [ref.memory_entry], backend="reference")
@@ -134,8 +141,8 @@ def test_backends_agree_with_reference(net, backend, device):
     finally:
         net.to("cpu")
     for name in FrameOutput._fields:
-        # add_coords differs from torch.linspace by an ulp at most: float noise after the heads
-        # (and TF32 convolutions on a GPU).
+        # The backend is the memory read's: it sums in another order, float noise after the
+        # heads (and TF32 convolutions on a GPU).
         torch.testing.assert_close(getattr(out, name).cpu(), getattr(ref2, name), rtol=1e-3, atol=1e-3, msg=name)
 
 
