@@ -106,8 +106,9 @@ class MaskBranch(nn.Module):
 
 
 class TrackingBranch(nn.Module):
-    """Grid-to-grid similarity: logits[b, i, j] = query(f1)[b, i] . reference(f2)[b, j]
-    (raw dot products, no scaling); the query and the reference share two convolutions."""
+    """The tracking embeddings: grid-to-grid similarity logits[i, j] = query(f1)[i] . reference(f2)[j]
+    (raw dot products, no scaling; the tracker takes them for its instances only); the query
+    and the reference share two convolutions."""
 
     def __init__(self, dim: int, groups: int):
         super().__init__()
@@ -137,10 +138,6 @@ class TrackingBranch(nn.Module):
         shared = self.conv_layers_share(F.relu(frame_f))
         return (self._grids(self.track_Q_conv2(self.track_Q_conv1(shared))),
                 self._grids(self.track_R_conv2(self.track_R_conv1(shared))))
-
-    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        """f1, f2 (Tensor[B, dim, S1, S2]) -> logits Tensor[B, S, S], f1's grids as rows."""
-        return torch.bmm(self.query(f1), self.reference(f2).transpose(1, 2))
 
 
 class Memory(nn.Module):
