@@ -1,4 +1,5 @@
-"""``python -m visolo_fast``: ``segment`` a video, the ``demo`` on the bundled sample, ``info``."""
+"""``python -m visolo_fast``: ``segment`` a video, the ``demo`` on the bundled sample, ``ytvis`` (a
+YouTube-VIS dataset), ``evaluate`` (its AP), ``shapes`` (a small dataset to try them on), ``info``."""
 
 from __future__ import annotations
 
@@ -342,6 +343,111 @@ def _demo(args) -> int:
     return _run(net, _Frames(frames, fps=10.0), args, classes, _output_dir(args.out))
 
 
+def _ytvis(args) -> int:
+    from visolo_fast.dataset import RayOptions, ResultStore, RunError, run_dataset, write_results
+    from visolo_fast.io.ytvis import DatasetError, YtvisDataset
+
+    _check_options(args)
+    if args.ray is None and args.ray_workers is not None:
+        raise UserError("--ray-workers: it sizes a Ray run, and no --ray was given")
+    try:
+        dataset = YtvisDataset(args.annotations, args.images)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
+    missing = dataset.missing_files()
+    if missing:
+        for video, path in missing:
+            print(f"missing: video {video.id}: {path}", file=sys.stderr)
+        videos = len({video.id for video, _ in missing})
+        raise UserError(f"--images: {len(missing)} of the {dataset.num_frames} frames that {args.annotations} lists "
+                        f"are not under {args.images} ({videos} of {len(dataset.videos)} videos; all listed above): "
+                        f"is --images the folder its file_names are relative to?")
+    if args.classes is not None:
+        names = _classes(args)
+        if tuple(names) != dataset.category_names:
+            first = next((i for i, (a, b) in enumerate(zip(names, dataset.category_names)) if a != b), None)
+            where = (f"label {first} is {names[first]!r} in --classes, {dataset.category_names[first]!r} in the json"
+                     if first is not None else f"{len(names)} names in --classes, {len(dataset.category_names)} "
+                                               f"categories in the json")
+            raise UserError(f"--classes: the checkpoint's classes are not the json's categories sorted by id ({where}): "
+                            f"the labels would map to the wrong category ids")
+    device = torch.device(args.device)
+    net = _load_net(args, device, None)
+    if net.config.num_classes != len(dataset.category_ids):
+        raise UserError(f"--weights: the checkpoint has {net.config.num_classes} classes, {args.annotations} has "
+                        f"{len(dataset.category_ids)} categories: a checkpoint trained on another dataset?")
+    out_dir = _output_dir(args.out)
+    header = {"annotations": os.path.abspath(args.annotations), "videos": len(dataset.videos),
+              "weights": os.path.abspath(args.weights) if args.weights else "random (seed 0)",
+              "device": device.type, "backend": args.backend, "dtype": _dtype_name(args.dtype),
+              "max_memory_frames": args.max_memory_frames}
+    engine = dict(backend=args.backend, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs)
+    if args.ray is None:
+        try:
+            local, ray = vf.Engine(net, **engine), None
+        except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
+            raise UserError(str(exc)) from None
+    else:
+        local, ray = None, RayOptions(args.ray or None, net, engine, device.type, args.ray_workers)
+    print(f"dataset: {args.annotations}: {len(dataset.videos)} videos, {dataset.num_frames} frames, "
+          f"{len(dataset.category_ids)} categories")
+    start, failed, interrupted = time.perf_counter(), [], False
+    try:
+        store = ResultStore(out_dir, header)
+        failed = run_dataset(dataset, store, engine=local, ray=ray, log=lambda line: print(line, flush=True))
+    except RunError as exc:
+        raise UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        interrupted = True
+    json_path, zip_path = write_results(out_dir, dataset, store)
+    done = len(store.done)
+    print(f"{'interrupted' if interrupted else 'done'}: {done} of {len(dataset.videos)} videos "
+          f"({sum(d.frames for d in store.done.values())} frames) in {out_dir}/videos.jsonl, "
+          f"{time.perf_counter() - start:.1f} s this run")
+    for failure in failed:
+        print(f"failed: video {failure.video_id}: {failure.reason}")
+    complete = done == len(dataset.videos)
+    print(f"wrote {json_path} and {zip_path}" + ("" if complete else f" (covering {done} of {len(dataset.videos)} "
+          f"videos: not ready for the servers; run the same command again to do the others)"))
+    if interrupted:
+        return 130
+    return 0 if complete else 1
+
+
+def _evaluate(args) -> int:
+    import zipfile
+
+    from visolo_fast.evaluation import EvaluationError, evaluate_ytvis, summary_lines
+
+    results = args.results
+    try:
+        if zipfile.is_zipfile(results):
+            with zipfile.ZipFile(results) as z:
+                if "results.json" not in z.namelist():
+                    raise UserError(f"--results: {results} has no results.json at its root (it has "
+                                    f"{z.namelist()[:5]}); the servers need it there too")
+                results = json.loads(z.read("results.json"))
+        stats = evaluate_ytvis(args.annotations, results)
+    except (EvaluationError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    for line in summary_lines(stats):
+        print(line)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(stats, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _shapes(args) -> int:
+    from visolo_fast.io.shapes import make_shapes_dataset
+
+    _check_out(args.out)
+    path = make_shapes_dataset(args.out, args.videos, args.frames, args.size)
+    print(f"wrote {path} and {os.path.join(args.out, 'JPEGImages')}/ ({args.videos} videos)")
+    return 0
+
+
 class _Frames:
     """A list of frames with a FrameSource's attributes."""
 
@@ -395,7 +501,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=_positive, default=8, help="number of sample frames (default 8)")
     demo.add_argument("--out", default="visolo_demo", help="output folder (default visolo_demo)")
     demo.set_defaults(run=_demo)
-    for p in (segment, demo):
+    ytvis = sub.add_parser("ytvis", help="every video of a YouTube-VIS dataset: results.json and results.zip for the "
+                                         "benchmark servers (resumable)")
+    ytvis.add_argument("--annotations", required=True, help="the dataset's json (YouTube-VIS 2019 / 2021 or OVIS layout)")
+    ytvis.add_argument("--images", required=True, help="the folder the json's file_names are relative to (JPEGImages/)")
+    ytvis.add_argument("--out", default="ytvis_out", help="output folder (default ytvis_out)")
+    ytvis.add_argument("--classes", help=f"the checkpoint's class names ({', '.join(sorted(BUILT_IN))} or a file): "
+                                         f"checked against the json's categories (default: not checked, only counted)")
+    ytvis.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run the videos over a Ray cluster: its ADDRESS, or none to start one on this machine "
+                            "(pip install 'visolo_fast[ray]')")
+    ytvis.add_argument("--ray-workers", type=_positive, metavar="N",
+                       help="Ray workers, one model each (default: one per GPU with --device cuda, else one per 2 CPUs)")
+    ytvis.set_defaults(run=_ytvis)
+    for p in (segment, demo, ytvis):
         p.add_argument("--weights", help="a VISOLO checkpoint (official .pth or saved by visolo_fast); "
                                          "default: random weights")
         p.add_argument("--trusted", action="store_true",
@@ -407,12 +526,24 @@ def _parser() -> argparse.ArgumentParser:
                        help="network precision: float32 (default), float16, bfloat16 (fast engine; decisions stay float32)")
         p.add_argument("--compile", action="store_true", help="torch.compile the network (fast engine; slow first frames)")
         p.add_argument("--cuda-graphs", action="store_true", help="replay the network from CUDA graphs (fast engine, --device cuda)")
+        p.add_argument("--max-memory-frames", type=_at_least_3, metavar="N",
+                       help="cap the model's memory at N >= 3 frames (endless streams; default: the official, unbounded)")
+    for p in (segment, demo):
         p.add_argument("--classes", default="ytvis2019",
                        help=f"class names: {', '.join(sorted(BUILT_IN))} or a file with one name a line")
         p.add_argument("--output-size", type=_size, help="HxW of the output masks and overlay (default: the input's)")
         p.add_argument("--save-masks", action="store_true", help="also write masks/NNNNNN.png, pixel = track id + 1")
-        p.add_argument("--max-memory-frames", type=_at_least_3, metavar="N",
-                       help="cap the model's memory at N >= 3 frames (endless streams; default: the official, unbounded)")
+    evaluate = sub.add_parser("evaluate", help="YouTube-VIS AP and AR of a results file (the official evaluation)")
+    evaluate.add_argument("--annotations", required=True, help="the ground truth: a YouTube-VIS json with annotations")
+    evaluate.add_argument("--results", required=True, help="results.json (or results.zip) of the videos")
+    evaluate.add_argument("--json", metavar="OUT", help="also write the 12 numbers to this json file")
+    evaluate.set_defaults(run=_evaluate)
+    shapes = sub.add_parser("shapes", help="write a small YouTube-VIS-layout dataset of moving shapes, with ground truth")
+    shapes.add_argument("out", metavar="OUT", help="the dataset's folder (JPEGImages/ and annotations.json)")
+    shapes.add_argument("--videos", type=_positive, default=3, help="number of videos (default 3)")
+    shapes.add_argument("--frames", type=_positive, default=6, help="frames of the first video (default 6; video v has v more)")
+    shapes.add_argument("--size", type=_size, default=(72, 128), help="HxW of the frames (default 72x128)")
+    shapes.set_defaults(run=_shapes)
     return parser
 
 

@@ -86,7 +86,7 @@ class FrameSource:
     """
 
     def __init__(self, spec: str):
-        self.spec, self.notes = spec, set()
+        self.spec, self.notes, self.what = spec, set(), "INPUT"
         self._files: list[str] | None = None
         self._capture = None
         if spec.isdigit() and not os.path.exists(spec):
@@ -110,6 +110,22 @@ class FrameSource:
             self.kind, self.count = "video file", count if count > 0 else None
         else:
             raise InputError(f"INPUT: no such file, folder or camera: {spec}")
+        self._open()
+
+    @classmethod
+    def from_files(cls, files: list[str], what: str) -> "FrameSource":
+        """The frames of a list of image files, checked as a folder's are; errors begin with
+        ``what`` (such as ``video 12``) instead of ``INPUT``."""
+        if not files:
+            raise InputError(f"{what}: no frames")
+        source = cls.__new__(cls)
+        source.spec, source.notes, source.what, source._capture = what, set(), what, None
+        source._files, source.kind, source.count = list(files), f"{len(files)} frames", len(files)
+        source._check_files()
+        source._open()
+        return source
+
+    def _open(self) -> None:
         first = self._read_first()
         self.size = first.shape[:2]
         self._first = first
@@ -126,13 +142,13 @@ class FrameSource:
                 with Image.open(path) as image:
                     size, mode, fmt = (image.height, image.width), image.mode, image.format
             except Exception as exc:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError... for bad files
-                raise InputError(f"INPUT: frame {index} ({path}) is not an image PIL can read: {_reason(exc)}") from None
+                raise InputError(f"{self.what}: frame {index} ({path}) is not an image PIL can read: {_reason(exc)}") from None
             if mode not in _8BIT_MODES:
-                raise InputError(_not_8bit(path, index, mode))
+                raise InputError(_not_8bit(self.what, path, index, mode))
             if first is None:
                 first = size
             elif size != first:
-                raise InputError(f"INPUT: frame {index} ({path}) is {size[0]} x {size[1]}, frame 0 "
+                raise InputError(f"{self.what}: frame {index} ({path}) is {size[0]} x {size[1]}, frame 0 "
                                  f"({os.path.basename(self._files[0])}) is {first[0]} x {first[1]}: "
                                  f"all frames must have one size")
             if not _ends_whole(path, fmt):
@@ -152,15 +168,15 @@ class FrameSource:
                 image.load()
                 return image
         except FileNotFoundError:
-            raise InputError(f"INPUT: frame {index} ({path}) is gone (deleted while reading the folder?)") from None
+            raise InputError(f"{self.what}: frame {index} ({path}) is gone (deleted while reading the folder?)") from None
         except Exception as exc:  # noqa: BLE001 -- PIL: OSError (truncated), SyntaxError (broken PNG), ...
-            raise InputError(f"INPUT: frame {index} ({path}) cannot be decoded, the file is damaged or cut short: "
+            raise InputError(f"{self.what}: frame {index} ({path}) cannot be decoded, the file is damaged or cut short: "
                              f"{_reason(exc)}") from None
 
     def _read_file(self, path: str, index: int) -> np.ndarray:
         image = self._decode(path, index)
         if image.mode not in _8BIT_MODES:
-            raise InputError(_not_8bit(path, index, image.mode))
+            raise InputError(_not_8bit(self.what, path, index, image.mode))
         return _pil_to_rgb(image, os.path.basename(path), self.notes)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -169,7 +185,7 @@ class FrameSource:
             for index, path in enumerate(self._files[1:], start=1):
                 frame = self._read_file(path, index)
                 if frame.shape[:2] != self.size:  # checked when opened; the file may have changed since
-                    raise InputError(f"INPUT: frame {index} ({path}) is {frame.shape[0]} x {frame.shape[1]}, frame 0 is "
+                    raise InputError(f"{self.what}: frame {index} ({path}) is {frame.shape[0]} x {frame.shape[1]}, frame 0 is "
                                      f"{self.size[0]} x {self.size[1]}: all frames must have one size")
                 yield frame
             return
@@ -189,8 +205,8 @@ class FrameSource:
             self._capture.release()
 
 
-def _not_8bit(path: str, index: int, mode: str) -> str:
-    return (f"INPUT: frame {index} ({path}) has 16-bit, 32-bit or float pixels (PIL mode {mode}): frames must be "
+def _not_8bit(what: str, path: str, index: int, mode: str) -> str:
+    return (f"{what}: frame {index} ({path}) has 16-bit, 32-bit or float pixels (PIL mode {mode}): frames must be "
             f"8-bit images (gray, RGB or RGBA)")
 
 

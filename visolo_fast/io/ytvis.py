@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -86,3 +89,80 @@ class ResultsRecorder:
                 "segmentations": [frames.get(t) for t in range(self.frames)],
             })
         return out
+
+
+class DatasetError(ValueError):
+    """A dataset json that is not YouTube-VIS, or whose frames are not all there: the message
+    says which entry and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video of a YouTube-VIS json: ``files`` are the frames' paths, in order."""
+
+    id: int | str
+    files: tuple[str, ...]
+    height: int
+    width: int
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+class YtvisDataset:
+    """The videos and categories of a YouTube-VIS (2019, 2021, OVIS) json, frames under
+    ``images``. Labels are the categories sorted by id (label l <-> ``category_ids[l]``),
+    as detectron2 maps them for VISOLO's training."""
+
+    def __init__(self, annotations: str | os.PathLike, images: str | os.PathLike):
+        self.annotations, self.images = str(annotations), str(images)
+        try:
+            with open(annotations, encoding="utf-8") as f:
+                data = json.load(f)
+        except OSError as exc:
+            raise DatasetError(f"--annotations: cannot read {annotations}: {exc.strerror or exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"--annotations: {annotations} is not a json file ({exc})") from None
+        what = f"--annotations: {annotations} is not a YouTube-VIS json"
+        if not isinstance(data, dict) or not isinstance(data.get("videos"), list) or not isinstance(data.get("categories"), list):
+            found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+            raise DatasetError(f"{what}: it needs lists 'videos' and 'categories', found {found}")
+        categories = data["categories"]
+        if not categories or not all(isinstance(c, dict) and _positive_int(c.get("id")) for c in categories):
+            raise DatasetError(f"{what}: 'categories' must be a non-empty list of {{'id': positive int, 'name': ...}}")
+        categories = sorted(categories, key=lambda c: c["id"])
+        self.category_ids = tuple(c["id"] for c in categories)
+        self.category_names = tuple(str(c.get("name", c["id"])) for c in categories)
+        if len(set(self.category_ids)) != len(self.category_ids):
+            raise DatasetError(f"{what}: category ids repeat: {sorted(self.category_ids)}")
+        self.videos: list[Video] = []
+        seen = set()
+        for index, video in enumerate(data["videos"]):
+            if not isinstance(video, dict):
+                raise DatasetError(f"{what}: videos[{index}] is a {type(video).__name__}, not an object")
+            names, vid = video.get("file_names"), video.get("id")
+            problem = None
+            if not isinstance(vid, (int, str)) or isinstance(vid, bool):
+                problem = f"has no 'id' (got {vid!r})"
+            elif vid in seen:
+                problem = f"repeats the id {vid!r}"
+            elif not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
+                problem = "needs 'file_names', a non-empty list of paths relative to --images"
+            elif not (_positive_int(video.get("height")) and _positive_int(video.get("width"))):
+                problem = f"needs 'height' and 'width', positive ints (got {video.get('height')!r} x {video.get('width')!r})"
+            if problem:
+                raise DatasetError(f"{what}: videos[{index}] {problem}")
+            seen.add(vid)
+            self.videos.append(Video(vid, tuple(os.path.join(self.images, n) for n in names),
+                                     video["height"], video["width"]))
+        if not self.videos:
+            raise DatasetError(f"{what}: 'videos' is empty")
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(v.files) for v in self.videos)
+
+    def missing_files(self) -> list[tuple[Video, str]]:
+        """Every listed frame that is not a file, with its video."""
+        return [(video, path) for video in self.videos for path in video.files if not os.path.isfile(path)]
