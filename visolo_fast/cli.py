@@ -345,7 +345,7 @@ def _demo(args) -> int:
 
 def _ytvis(args) -> int:
     from visolo_fast.dataset import RayOptions, ResultStore, RunError, run_dataset, write_results
-    from visolo_fast.io.ytvis import DatasetError, YtvisDataset
+    from visolo_fast.io import DatasetError, YtvisDataset
 
     _check_options(args)
     if args.ray is None and args.ray_workers is not None:

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from visolo_fast.engine import Engine, Tracker
-from visolo_fast.io import FrameSource, InputError, ResultsRecorder
-from visolo_fast.io.ytvis import Video, YtvisDataset
+from visolo_fast.io import FrameSource, InputError, ResultsRecorder, Video, YtvisDataset
 
 STORE = "videos.jsonl"
 
@@ -50,7 +49,7 @@ class VideoDone:
 @dataclass(frozen=True)
 class VideoFailed:
     video_id: int | str
-    reason: str
+    reason: str  # such as "frame 3 (path) cannot be decoded, ..."
 
 
 def segment_ytvis_video(engine: Engine, video: Video, category_ids: tuple[int, ...]) -> VideoDone | VideoFailed:
@@ -66,7 +65,7 @@ def segment_ytvis_video(engine: Engine, video: Video, category_ids: tuple[int, .
             recorder.add(tracker.step(frame))
         tracker.flush()
     except InputError as exc:
-        return VideoFailed(video.id, str(exc))
+        return VideoFailed(video.id, str(exc).removeprefix(f"video {video.id}: "))
     if tracker.num_tracks:
         scores, labels = tracker.track_categories()
         results = recorder.entries(scores.cpu(), labels.cpu(), video.id, category_ids)
@@ -149,8 +148,9 @@ class Progress:
 
     def __call__(self, outcome: VideoDone | VideoFailed, frames: int) -> None:
         self.count += 1
-        self.frames += frames
         self.remaining -= frames
+        if isinstance(outcome, VideoDone):
+            self.frames += frames
         rate = self.frames / max(time.perf_counter() - self.start, 1e-9)
         eta = self.remaining / rate if rate > 0 else 0.0
         head = f"[{self.count}/{self.total_videos}] video {outcome.video_id}"

@@ -2,6 +2,7 @@
 mp4 overlays, YouTube-VIS json."""
 
 from visolo_fast.io.video import FrameSource, InputError, VideoWriter
-from visolo_fast.io.ytvis import ResultsRecorder, encode_rle, to_ytvis
+from visolo_fast.io.ytvis import DatasetError, ResultsRecorder, Video, YtvisDataset, encode_rle, to_ytvis
 
-__all__ = ["FrameSource", "InputError", "ResultsRecorder", "VideoWriter", "encode_rle", "to_ytvis"]
+__all__ = ["DatasetError", "FrameSource", "InputError", "ResultsRecorder", "Video", "VideoWriter", "YtvisDataset",
+           "encode_rle", "to_ytvis"]

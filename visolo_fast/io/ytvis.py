@@ -1,4 +1,5 @@
-"""The YouTube-VIS results format (spec section 7): one entry per track, COCO RLE per frame."""
+"""YouTube-VIS json: the results format (spec section 7: one entry per track, COCO RLE per
+frame) and the datasets' videos and categories."""
 
 from __future__ import annotations
 
