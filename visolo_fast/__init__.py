@@ -4,6 +4,7 @@ from visolo_fast.backends import BACKENDS, BackendUnavailable, available_backend
 from visolo_fast.checkpoint import CheckpointError, load_model, save_model
 from visolo_fast.config import VisoloConfig
 from visolo_fast.engine import Engine, FrameResult, StageTimes, Tracker, VideoResult, segment_video, step_many
+from visolo_fast.evaluation import EvaluationError, evaluate_ytvis
 from visolo_fast.model import FrameOutput, MemoryEntry, VisoloNet
 from visolo_fast.preprocess import preprocess
 
@@ -14,6 +15,7 @@ __all__ = [
     "BackendUnavailable",
     "CheckpointError",
     "Engine",
+    "EvaluationError",
     "FrameOutput",
     "FrameResult",
     "MemoryEntry",
@@ -23,6 +25,7 @@ __all__ = [
     "VideoResult",
     "VisoloNet",
     "available_backends",
+    "evaluate_ytvis",
     "load_model",
     "preprocess",
     "save_model",
