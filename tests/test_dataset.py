@@ -257,3 +257,20 @@ def test_shapes_command_writes_a_dataset(tmp_path, capsys):
     assert load(tmp_path / "again" / "annotations.json") == gt, "the same dataset on every machine"
     frame = "JPEGImages/shapes001/00003.jpg"
     assert (tmp_path / "again" / frame).read_bytes() == (tmp_path / "d" / frame).read_bytes()
+
+
+def test_evaluate_and_ray_mistakes_name_the_option(shapes, weights, tmp_path, capsys, monkeypatch):
+    annotations, images = shapes
+    assert main(["evaluate", "--annotations", annotations, "--results", str(tmp_path / "none.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --results: cannot read {tmp_path / 'none.json'}")
+    (tmp_path / "bad.json").write_text(json.dumps([{"video_id": 9, "category_id": 1, "score": 0.5,
+                                                    "segmentations": []}]))
+    assert main(["evaluate", "--annotations", annotations, "--results", str(tmp_path / "bad.json")]) == 2
+    assert "error: --results[0] (video_id 9): the annotations have no video with that id" in capsys.readouterr().err
+
+    assert ytvis(annotations, images, weights, tmp_path / "out", "--ray-workers", "2") == 2
+    assert "--ray-workers: it sizes a Ray run, and no --ray was given" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # import ray fails
+    assert ytvis(annotations, images, weights, tmp_path / "out", "--ray") == 2
+    assert "--ray: Ray is not installed; pip install 'visolo_fast[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "refused before the output folder is made"

@@ -344,12 +344,17 @@ def _demo(args) -> int:
 
 
 def _ytvis(args) -> int:
-    from visolo_fast.dataset import RayOptions, ResultStore, RunError, run_dataset, write_results
+    from visolo_fast.dataset import RayOptions, ResultStore, RunError, import_ray, run_dataset, write_results
     from visolo_fast.io import DatasetError, YtvisDataset
 
     _check_options(args)
     if args.ray is None and args.ray_workers is not None:
         raise UserError("--ray-workers: it sizes a Ray run, and no --ray was given")
+    if args.ray is not None:
+        try:
+            import_ray()
+        except RunError as exc:
+            raise UserError(str(exc)) from None
     try:
         dataset = YtvisDataset(args.annotations, args.images)
     except DatasetError as exc:
@@ -429,7 +434,8 @@ def _evaluate(args) -> int:
                 results = json.loads(z.read("results.json"))
         stats = evaluate_ytvis(args.annotations, results)
     except (EvaluationError, OSError) as exc:
-        raise UserError(str(exc)) from None
+        message = str(exc)  # "results[3] (video_id 7): ...", "annotations: cannot read ...": as the options
+        raise UserError(f"--{message}" if message.startswith(("results", "annotations")) else message) from None
     for line in summary_lines(stats):
         print(line)
     if args.json:

@@ -232,7 +232,8 @@ class _Worker:
         return segment_ytvis_video(self.engine, video, category_ids)
 
 
-def _import_ray():
+def import_ray():
+    """The ray module, or a RunError that says how to install it."""
     try:
         import ray
     except ImportError:
@@ -242,7 +243,7 @@ def _import_ray():
 
 def _run_on_ray(options: RayOptions, todo: list[Video], category_ids: tuple[int, ...],
                 finished: Callable[[Video, VideoDone | VideoFailed], None], log: Callable[[str], None]) -> None:
-    ray = _import_ray()
+    ray = import_ray()
     started = not ray.is_initialized()
     if started:
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False, logging_level="warning")
