@@ -44,9 +44,13 @@ def _extension():
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp"))) + ["csrc/python/module.cpp"]
     # NB: no contraction of a * b + c into one FMA on the host: the CPU loops (generic and
     # AVX-512 paths alike) round as the header math is written, so they give the same bits.
-    extra = {"cxx": ["-O3", "-ffp-contract=off"]}
+    # -fopenmp: at::parallel_for (an inline template, csrc/parallel.h) runs the CPU loops on
+    # ATen's OpenMP threads only where compiled with it; libgomp.so.1 is then torch's own
+    # (torch/lib/libgomp.so.1, already loaded under that name), one thread pool for both.
+    extra = {"cxx": ["-O3", "-ffp-contract=off", "-fopenmp"]}
     kwargs = dict(
         name="visolo_fast._C",
+        extra_link_args=["-fopenmp"],
         include_dirs=[ROOT],
         define_macros=[("Py_LIMITED_API", "0x030B0000")],
         py_limited_api=True,

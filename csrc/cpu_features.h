@@ -19,6 +19,12 @@ inline bool cpu_avx512(bool vpopcntdq = false) {
   static const bool popcnt = __builtin_cpu_supports("avx512vpopcntdq");
   return avx512 && (!vpopcntdq || popcnt);
 }
+
+// AVX2 may be used (ATen at AVX2 or above). Evaluated once per process.
+inline bool cpu_avx2() {
+  static const bool avx2 = at::get_cpu_capability() != "DEFAULT" && __builtin_cpu_supports("avx2");
+  return avx2;
+}
 #endif
 
 }  // namespace visolo_fast

@@ -4,13 +4,13 @@
 // IoU* duplicate removal both need, from bit-packed masks (64 pixels a word).
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "csrc/parallel.h"
 #include "csrc/cpu_features.h"
 
 #if VF_X86_64
@@ -80,7 +80,7 @@ at::Tensor mask_intersections_cpu(const at::Tensor& masks) {
   std::vector<uint64_t> packed(K * words);
   // Each mask's nonzero words lie in [lo, hi): a pair only scans where both have pixels.
   std::vector<int64_t> lo(K), hi(K);
-  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       uint64_t* dst = packed.data() + k * words;
       lo[k] = words;
@@ -96,16 +96,23 @@ at::Tensor mask_intersections_cpu(const at::Tensor& masks) {
   });
   const AndCount count = best_and_count();
   int64_t* out = inter.mutable_data_ptr<int64_t>();
-  // Row i takes the pairs (i, j >= i): rows are uneven, so small chunks.
-  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const uint64_t* a = packed.data() + i * words;
-      for (int64_t j = i; j < K; ++j) {
-        const int64_t from = std::max(lo[i], lo[j]), to = std::min(hi[i], hi[j]);
-        const uint64_t* b = packed.data() + j * words;
-        const int64_t c = from >= to ? 0 : count(a, b, from, to);
-        out[i * K + j] = c;
-        out[j * K + i] = c;
+  const auto row = [&](int64_t i) {
+    const uint64_t* a = packed.data() + i * words;
+    for (int64_t j = i; j < K; ++j) {
+      const int64_t from = std::max(lo[i], lo[j]), to = std::min(hi[i], hi[j]);
+      const uint64_t* b = packed.data() + j * words;
+      const int64_t c = from >= to ? 0 : count(a, b, from, to);
+      out[i * K + j] = c;
+      out[j * K + i] = c;
+    }
+  };
+  // Row i takes the pairs (i, j >= i), K - i of them: rows p and K - 1 - p go together, so
+  // every index of the loop is K + 1 pairs and the threads' equal ranges are equal work.
+  parallel_for(0, (K + 1) / 2, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      row(p);
+      if (K - 1 - p != p) {
+        row(K - 1 - p);
       }
     }
   });

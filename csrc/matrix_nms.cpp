@@ -4,12 +4,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 
 #include <torch/library.h>
 
 #include <vector>
 
+#include "csrc/parallel.h"
 #include "csrc/matrix_nms.h"
 #include "kernels/matrix_nms.cuh"
 
@@ -46,12 +46,12 @@ at::Tensor matrix_nms_decay_cpu(const at::Tensor& inter, const at::Tensor& label
     const int64_t* ip = I.const_data_ptr<int64_t>();
     const int64_t* lp = L.const_data_ptr<int64_t>();
     std::vector<scalar_t> comp(K);
-    at::parallel_for(0, K, 16, [&](int64_t b, int64_t e) {
+    parallel_for(0, K, 16, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) comp[i] = compensation<scalar_t>(ip, lp, K, i);
     });
     const scalar_t* sp = S.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, K, 16, [&](int64_t b, int64_t e) {
+    parallel_for(0, K, 16, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) {
         op[j] = sp[j] * decay<scalar_t>(ip, lp, comp.data(), K, j, gaussian, static_cast<scalar_t>(sigma));
       }

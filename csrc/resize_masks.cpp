@@ -4,12 +4,13 @@
 // float copy of every mask at the output size that F.interpolate would make.
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <torch/library.h>
 
 #include <vector>
 
+#include "csrc/huge_pages.h"
+#include "csrc/parallel.h"
 #include "csrc/resize_masks.h"
 #include "kernels/resize_masks.cuh"
 
@@ -28,6 +29,7 @@ namespace {
 
 at::Tensor resize_masks_cpu(const at::Tensor& masks, at::IntArrayRef size, double threshold) {
   at::Tensor out = resize_masks_check_and_allocate(masks, size);
+  advise_huge_pages(out);
   const at::Tensor in = masks.contiguous();
   const int64_t K = in.size(0), H = in.size(1), W = in.size(2), Ho = size[0], Wo = size[1];
   std::vector<bilinear::Tap<float>> rows(Ho), cols(Wo);
@@ -37,7 +39,7 @@ at::Tensor resize_masks_cpu(const at::Tensor& masks, at::IntArrayRef size, doubl
   const bool* src = in.const_data_ptr<bool>();
   bool* dst = out.mutable_data_ptr<bool>();
   const float thr = static_cast<float>(threshold);
-  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
     // Each input row resized along x first (the arithmetic of resize_masks_math::pixel,
     // which interpolates along the row first); then an output row is a blend of two
     // such rows, a contiguous loop the compiler vectorises.

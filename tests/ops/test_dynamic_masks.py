@@ -192,22 +192,24 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(got[2], want[2], equal_nan=True)
 
 
-def test_generic_and_vector_cpu_paths_agree(tmp_path):
-    require_cpu_flag("avx512f")
-    """The CPU loop has an AVX-512 path (chosen at run time) and a generic one: both give the
-    same masks and areas bit for bit (the same products and sums), and the quality within
-    ATen's sigmoid of each capability."""
+@pytest.mark.parametrize("flag,capability", [("avx512f", "AVX512"), ("avx2", "AVX2")])
+def test_generic_and_vector_cpu_paths_agree(tmp_path, flag, capability):
+    """The CPU loop has AVX-512 and AVX2 paths (chosen at run time, within ATen's capability)
+    and a generic one: they give the same masks and areas bit for bit (the same products and
+    sums), and the quality within ATen's sigmoid of each capability."""
+    require_cpu_flag(flag, capability)
     code = """
 from visolo_fast.ops import dynamic_masks
 g = torch.Generator().manual_seed(3)
-f = torch.randn(16, 11, 37, generator=g)  # W = 148: 9 vectors of 16 and a tail of 4
+f = torch.randn(16, 11, 37, generator=g)  # W = 148: 9 vectors of 16 (18 of 8) and a tail of 4
 k = torch.randn(9, 16, generator=g) * 0.5
 out["masks"], out["areas"], out["quality"] = dynamic_masks(f, k, 0.5, backend="cpp")
 out["capability"] = torch.tensor([ord(c) for c in torch.backends.cpu.get_cpu_capability()])
 """
     generic = run_with_cpu_capability("default", code, tmp_path)
-    native = run_with_cpu_capability(torch.backends.cpu.get_cpu_capability().lower(), code, tmp_path)
+    native = run_with_cpu_capability(capability.lower(), code, tmp_path)
     assert "".join(map(chr, generic["capability"].tolist())) == "DEFAULT"
+    assert "".join(map(chr, native["capability"].tolist())) == capability
     assert torch.equal(generic["masks"], native["masks"]) and torch.equal(generic["areas"], native["areas"])
     torch.testing.assert_close(generic["quality"], native["quality"], rtol=1e-6, atol=1e-7)
     assert generic["masks"].any() and not generic["masks"].all()
