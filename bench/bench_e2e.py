@@ -2,6 +2,7 @@
 
     python bench/bench_e2e.py [--device cpu|cuda] [--weights model_final.pth] [--frames N]
                               [--streams B] [--dtypes float32,bfloat16] [--compile] [--no-graphs]
+                              [--openvino]  (--videos "" --openvino: the network comparison alone)
 
 Videos: the bundled sample (360 x 640, resized to the network's 352 x 624) and
 "crowd", a 352 x 624 clip of 24 moving shapes, 60 frames by default. Without
@@ -17,6 +18,12 @@ is one stage), the peak memory, and how its tracks compare with the reference en
 (float32) or with the fast engine's float32 (reduced precision): tracks, labels, the
 largest score difference, the lowest per-track mask IoU over the video. Rows are appended
 to bench/results/e2e.csv.
+
+With ``--openvino`` (CPU; OpenVINO is an optional install, skipped with a message when
+absent), the per-frame network alone -- backbone, heads and the frame's memory values, what
+the fast engine's runner encodes -- runs as ours in float32 and bfloat16 and as OpenVINO on
+the same graph exported with torch.export (float32, and with the bfloat16 precision hint),
+alternating in one process.
 """
 
 from __future__ import annotations
@@ -144,6 +151,69 @@ def agreement(a: dict, b: dict) -> str:
     return f"{len(a['labels'])} tracks, labels {'same' if same else 'DIFFER'}, |dscore| <= {ds:.1e}, IoU >= {iou:.4f}"
 
 
+class _Encode(torch.nn.Module):
+    """The memory-independent per-frame network (backbone, heads and the frame's memory
+    values: what NetworkRunner.encode runs) as one module, for export."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor):
+        enc = self.net.heads(*self.net.backbone(images))
+        return (*enc, self.net.memory_values(enc.cat_f, enc.kernel_f))
+
+
+def network_vs_openvino(weights: str | None, repeats: int) -> list[dict]:
+    """The per-frame network at 352 x 624 on the CPU: ours (the fast engine's runner, float32
+    and bfloat16, eager) next to OpenVINO on the same graph (exported with torch.export,
+    float32 and with the bfloat16 precision hint), alternating in this process; medians."""
+    try:
+        import openvino as ov
+    except ImportError:
+        print("network vs OpenVINO: skipped, OpenVINO is not installed (pip install openvino)")
+        return []
+    from visolo_fast.engine.runner import NetworkRunner
+
+    net = model(weights, torch.device("cpu"))
+    images = torch.randn(1, 3, 352, 624)
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        runner = NetworkRunner(net, dtype, "auto", compile=False, cuda_graphs=False)
+        runs[f"visolo_fast {str(dtype)[6:]}"] = lambda r=runner: r.encode(images)
+    core = ov.Core()
+    with torch.no_grad():
+        exported = torch.export.export(_Encode(net).eval(), (images,))
+    ov_model = ov.convert_model(exported)
+    supported = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    for name, hint in (("float32", "f32"), ("bfloat16", "bf16")):
+        compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        request = compiled.create_infer_request()
+        runs[f"openvino {name}" + ("" if hint == "f32" or "BF16" in supported else " (no bf16 on this CPU)")] = (
+            lambda q=request: q.infer([images.numpy()]))
+    times = {name: [] for name in runs}
+    with torch.no_grad():
+        for fn in runs.values():
+            fn()  # warm-up
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1000)
+    base = float(np.median(times["visolo_fast float32"]))
+    rows = []
+    print(f"network (backbone + heads + memory values) at 352 x 624 on {device_name(torch.device('cpu'))}, "
+          f"OpenVINO {ov.__version__}, {repeats} alternating repetitions:")
+    for name, t in times.items():
+        median = float(np.median(t))
+        print(f"{name:>40}: {median:8.1f} ms  {base / median:5.2f}x our float32")
+        rows.append(dict(device=device_name(torch.device("cpu")), video="network 352x624", frames=repeats,
+                         engine=name, dtype=name.split()[1], options="-", streams=1, fps=1000 / median,
+                         ratio_to_reference=base / median, median_ms=median, peak_mb=float("nan"), stages_ms="",
+                         agreement="ratio vs visolo_fast float32 eager"))
+    return rows
+
+
 def configurations(args, device: torch.device) -> list[dict]:
     gpu = device.type == "cuda"
     dtypes = args.dtypes.split(",") if args.dtypes else (["float32", "bfloat16", "float16"] if gpu else ["float32", "bfloat16"])
@@ -171,6 +241,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=None, help="streams batched with step_many (default 8 on a GPU, 2 on the CPU; 0: none)")
     parser.add_argument("--compile", action="store_true", help="also run the fast engine with torch.compile")
     parser.add_argument("--no-graphs", action="store_true", help="no CUDA-graph configurations")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also the network alone next to OpenVINO float32 / bfloat16 (CPU; pip install openvino)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -183,7 +255,7 @@ def main() -> None:
     print(f"end to end on {device_name(device)}; {args.frames} frames per video, {WARMUP} warm-up frames not timed; "
           f"{'weights ' + args.weights if args.weights else 'random weights (dense)'}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.videos.split(","):
+        for name in filter(None, args.videos.split(",")):
             base = {}
             for i, config in enumerate(configurations(args, device)):
                 spec = dict(config, device=str(device), weights=args.weights, video=name, frames=args.frames,
@@ -212,6 +284,8 @@ def main() -> None:
                       f"{row['fps']:8.2f} fps {row['ratio_to_reference']:6.2f}x  median {row['median_ms']:8.1f} ms  "
                       f"peak {row['peak_mb']:7.0f} MB\n{'':>10}stages (ms/frame): {row['stages_ms']}\n{'':>10}{agree}",
                       flush=True)
+    if args.openvino:
+        rows += network_vs_openvino(args.weights, repeats=15)
     print("appended to", append_rows("e2e", rows, FIELDS))
 
 
