@@ -174,6 +174,32 @@ def test_torch_compile_matches_eager(frames):
     assert_same_tracks(video_of(net, frames[:4]), video_of(net, frames[:4], compile="aot_eager"), score_atol=1e-5)
 
 
+def test_compile_on_the_cpu_freezes_each_runners_weights():
+    """compile=True on the CPU: inductor with freezing, each runner's weights compiled into its
+    own graphs as constants. A second runner (another model) must trace and compile its own
+    graph, not reuse the first one's constants (without freezing the weights are inputs and one
+    graph serves both), and each equals its eager pass in float32.
+
+    The predict pass only, which compiles in seconds; the backbone and heads are wrapped the
+    same way, and take minutes on 2 cores (``bench/bench_e2e.py --compile`` runs them whole and
+    compares the tracks with the reference engine's)."""
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+
+    nets = [lively_net(4), lively_net(5)]
+    read = torch.randn(1, nets[0].config.num_grids, 2 * nets[0].config.dim, generator=torch.Generator().manual_seed(0))
+    runners = [NetworkRunner(net, torch.float32, "auto", compile=True, cuda_graphs=False) for net in nets]
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.no_grad():  # as the engine runs: freezing is for inference
+        for net, runner in zip(nets, runners):
+            eager, compiled = net.predict(read), runner.predict(read)
+            for e, c in zip(eager, compiled):
+                torch.testing.assert_close(c, e.float(), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(runners[0].predict(read)[0], runners[1].predict(read)[0]), "the two models differ"
+    assert counters["stats"]["unique_graphs"] - graphs == 2, "the second runner reused the first one's graph"
+    assert inductor_config.freezing is False, "freezing is patched around the calls, not left on for other code"
+
+
 def test_options_errors():
     net = lively_net(4)
     with pytest.raises(ValueError, match="reference engine .* float32"):
