@@ -391,3 +391,13 @@ def test_weights_errors_name_the_option(tmp_path, weights, video, capsys, monkey
     monkeypatch.setattr(FrameSource, "__iter__", _interrupt)
     assert main(["segment", video, "--weights", str(tmp_path / "pickled.pt"), "--trusted", *out]) == 130
     assert f"weights: {tmp_path / 'pickled.pt'} (40 classes)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_on_a_cpu_without_it_gets_a_note(tmp_path, capsys, monkeypatch, native):
+    """oneDNN emulates bfloat16 convolutions on CPUs without AVX-512 / AMX (8x slower than
+    float32 on an AVX2 CPU): the run says so, and not where they are native."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    cli._check_options(cli._parser().parse_args(["demo", "--dtype", "bfloat16", "--out", str(tmp_path / "o")]))
+    out = capsys.readouterr().out
+    assert ("note: --dtype bfloat16 on this CPU: it has no bfloat16 convolutions" in out) is not native
