@@ -399,9 +399,12 @@ def _ytvis(args) -> int:
         local, ray = None, RayOptions(args.ray or None, net, engine, device.type, args.ray_workers)
     print(f"dataset: {args.annotations}: {len(dataset.videos)} videos, {dataset.num_frames} frames, "
           f"{len(dataset.category_ids)} categories")
+    try:
+        store = ResultStore(out_dir, header)  # before the run: a Ctrl-C below still has it to write from
+    except RunError as exc:
+        raise UserError(str(exc)) from None
     start, failed, interrupted = time.perf_counter(), [], False
     try:
-        store = ResultStore(out_dir, header)
         failed = run_dataset(dataset, store, engine=local, ray=ray, log=lambda line: print(line, flush=True))
     except RunError as exc:
         raise UserError(str(exc)) from None

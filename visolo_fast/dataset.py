@@ -93,7 +93,7 @@ class ResultStore:
     def _load(self, header: dict) -> None:
         with open(self.path, "rb") as f:
             data = f.read()
-        lines, good = data.split(b"\n"), 0
+        lines = data.split(b"\n")
         try:
             found = json.loads(lines[0])
         except ValueError:
