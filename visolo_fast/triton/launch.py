@@ -2,12 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.library import wrap_triton
 
+_recorded: list[Launch] | None = None
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """What Triton's specialization reads of a tensor argument: its dtype and its address
+    (pointers divisible by 16 compile to other code), without the tensor's memory."""
+
+    dtype: torch.dtype
+    address: int  # data_ptr() modulo 16
+
+    def data_ptr(self) -> int:
+        return self.address
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One recorded launch: ``kernel[grid](*args, **meta)``, tensors as :class:`TensorArg`."""
+
+    kernel: Any  # the @triton.jit function
+    args: tuple
+    meta: dict
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Launch]]:
+    """Within the block, :func:`launch` appends each launch to the yielded list and runs
+    nothing; for compiling the kernels the ops launch ahead of time, without a GPU
+    (bench/gpu_resources.py): the launchers run as usual on CPU tensors up to the launch."""
+    global _recorded
+    outer, _recorded = _recorded, []
+    try:
+        yield _recorded
+    finally:
+        _recorded = outer
+
 
 def launch(kernel, grid, *args, **meta) -> None:
-    """``wrap_triton(kernel)[grid](*args, **meta)``, except on fake tensors.
+    """``wrap_triton(kernel)[grid](*args, **meta)``, except on fake tensors and while :func:`recording`.
 
     A launcher is its ``triton_op``'s fake as well (triton_op's default: the launcher run
     on fake tensors, which allocates the outputs), so the ops register no other fake.
@@ -17,5 +59,9 @@ def launch(kernel, grid, *args, **meta) -> None:
     functional tensors and the launch is recorded as usual.
     """
     if any(isinstance(a, FakeTensor) for a in args):
+        return
+    if _recorded is not None:
+        _recorded.append(Launch(kernel, tuple(TensorArg(a.dtype, a.data_ptr() % 16) if isinstance(a, torch.Tensor) else a
+                                              for a in args), dict(meta)))
         return
     wrap_triton(kernel)[grid](*args, **meta)
