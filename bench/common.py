@@ -33,12 +33,15 @@ def _cpu_model() -> str:
 
 
 def commit() -> str:
+    # NB: a copy of the tree without .git (the GPU machine's) names its commit in
+    # GPU_CHECK_COMMIT (bench/gpu_check.sh passes it on).
+    fallback = os.environ.get("GPU_CHECK_COMMIT") or "unknown"
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=os.path.dirname(RESULTS), timeout=10)
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() or fallback
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return fallback
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 30, warmup: int = 3) -> float:

@@ -56,9 +56,15 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from visolo_fast.io.coco_mask import mask_api
 
 __all__ = ["EvaluationError", "STAT_KEYS", "evaluate_ytvis", "summary_lines"]
+
+
+def _mask_utils():
+    return mask_api("the YouTube-VIS evaluation (visolo_fast.evaluate_ytvis)")
+
 
 # The official's parameters (ytvoseval.Params.setDetParams); linspace, as it, so that the
 # thresholds are the same floats.
@@ -148,6 +154,7 @@ def evaluate_ytvis(annotations: str | os.PathLike | Mapping, results: str | os.P
         ``{key: float}`` for the keys of :data:`STAT_KEYS`, in that order; -1 where the area
         range has no ground truth.
     """
+    _mask_utils()  # NB: before the jsons are read: a missing pycocotools is reported at once
     videos, category_ids, gt_listed = _ground_truth(_load_json(annotations, "annotations"))
     dt_listed = _detections(_load_json(results, "results"), videos, set(category_ids))
     # evals[k][a]: the evaluation of each video (in id order: the official concatenates them
@@ -254,6 +261,7 @@ def _ground_truth(data) -> tuple[dict, list, dict[tuple, list[Mapping]]]:
 
 def _areas(rles: list[dict | None]) -> np.ndarray:
     """int64[len(rles)]: each RLE's area, 0 for None (one pycocotools call)."""
+    mask_utils = _mask_utils()
     frames = [f for f, rle in enumerate(rles) if rle is not None]
     areas = np.zeros(len(rles), np.int64)
     if frames:
@@ -263,6 +271,7 @@ def _areas(rles: list[dict | None]) -> np.ndarray:
 
 def _ground_truth_track(ann: Mapping, video: Mapping) -> _GroundTruth:
     """A ground-truth annotation, its frames as COCO RLEs as the official's annToRLE makes them."""
+    mask_utils = _mask_utils()
     height, width = video["height"], video["width"]
     rles: list[dict | None] = []
     for segm in ann["segmentations"]:
@@ -338,6 +347,7 @@ def _track_ious(dts: list[_Detection], gts: list[_GroundTruth], frames: int) -> 
     D, G = len(dts), len(gts)
     if not D or not G:
         return np.zeros((D, G))
+    mask_utils = _mask_utils()
     # The official zips the two frame lists: only the frames both tracks have count; a
     # ground-truth frame past the video's is no frame.
     d_present = np.array([[rle is not None for rle in d.rles] for d in dts], bool).reshape(D, frames)

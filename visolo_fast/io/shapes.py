@@ -20,10 +20,9 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
 
 from visolo_fast.classes import YTVIS_2019
+from visolo_fast.io.coco_mask import mask_api
 
 
 def _shape_mask(kind: str, cy: float, cx: float, r: float, h: int, w: int) -> np.ndarray:
@@ -42,6 +41,8 @@ def make_shapes_dataset(root: str | os.PathLike, num_videos: int = 3, num_frames
     if num_videos < 1 or num_frames < 2 or min(size) < 16:
         raise ValueError(f"make_shapes_dataset: need num_videos >= 1, num_frames >= 2 and a size of at least "
                          f"16 x 16, got {num_videos} videos, {num_frames} frames, {size[0]} x {size[1]}")
+    mask_utils = mask_api("the shapes dataset's annotations (COCO RLE)")
+    from PIL import Image  # NB: here, not at import: `import visolo_fast` works without Pillow
     rng = np.random.default_rng(seed)
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

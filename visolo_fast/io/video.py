@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import Image
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # PIL modes of 8-bit images (anything else, such as I;16 or F, is refused)
@@ -136,6 +139,8 @@ class FrameSource:
         """Every file of the folder has the first one's size, 8 bits a channel and (JPEG, PNG)
         its end: from the headers and the last KiB, without decoding (a file that seems cut
         short is decoded to be sure)."""
+        from PIL import Image  # NB: here, not at import: `import visolo_fast` works without Pillow (a GPU image's)
+
         first = None
         for index, path in enumerate(self._files):
             try:
@@ -163,6 +168,8 @@ class FrameSource:
         return _to_rgb(image, self.spec, self.notes)
 
     def _decode(self, path: str, index: int) -> Image.Image:
+        from PIL import Image
+
         try:
             with Image.open(path) as image:
                 image.load()

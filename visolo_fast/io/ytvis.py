@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
+
+from visolo_fast.io.coco_mask import mask_api
 
 
 def encode_rle(masks: torch.Tensor) -> list[dict | None]:
@@ -26,7 +27,7 @@ def encode_rle(masks: torch.Tensor) -> list[dict | None]:
     rles: list[dict | None] = [None] * len(present)
     if frames:
         stacked = np.asfortranarray(masks[frames].permute(1, 2, 0).numpy().astype(np.uint8))
-        for t, rle in zip(frames, mask_utils.encode(stacked)):
+        for t, rle in zip(frames, mask_api("COCO RLE results (YouTube-VIS json)").encode(stacked)):
             rles[t] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
     return rles
 
