@@ -84,14 +84,17 @@ def test_opcheck_and_compile():
 
 @pytest.mark.parametrize("backend", ["reference", "cpp", "triton"])
 def test_exactly_half_covered_is_kept(backend):
-    masks = torch.zeros((2, 4, 4), dtype=torch.bool)
+    # NB: Triton on its device: CPU tensors only under the interpreter, CUDA ones on a GPU.
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    require_backend(backend, device, "mask_dedup")
+    masks = torch.zeros((2, 4, 4), dtype=torch.bool, device=device)
     masks[0, :2] = True
     masks[1, 1:3] = True  # half of mask 1 lies in mask 0
     assert mask_dedup(masks, backend=backend).tolist() == [True, True]
     masks[1, 2, 0] = False  # now 4 of 7 pixels: > 0.5
     assert mask_dedup(masks, backend=backend).tolist() == [True, False]
     # 1 / 5 is not > 0.2 in float32 (the official comparison), whatever float64 says
-    fifth = torch.zeros((2, 1, 5), dtype=torch.bool)
+    fifth = torch.zeros((2, 1, 5), dtype=torch.bool, device=device)
     fifth[0, 0, 0] = True
     fifth[1] = True
     assert mask_dedup(fifth, 0.2, backend=backend).tolist() == [True, True]
