@@ -88,6 +88,37 @@ def test_non_contiguous_and_empty(backend, device):
     check(make(2, 3, 2, D=0, V=5, seed=1), backend, device)
 
 
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_lengths_read_the_stored_keys_only(backend, device, dtype):
+    # A memory of capacity N = 4 * S, batch element b holding lengths[b] keys: the same as
+    # reading its unpadded memory alone; NaN padding proves the rest is never read.
+    require_backend(backend, device, "memory_read")
+    S, lengths = 7, [7, 28, 15]
+    q, k, v, r = make(3, S, 4, D=16, V=24, dtype=dtype, seed=11)
+    for b, n in enumerate(lengths):
+        k[b, n:], v[b, n:] = float("nan"), float("nan")
+    got = memory_read(*[a.to(device) for a in (q, k, v, r)], backend=backend,
+                      lengths=torch.tensor(lengths, device=device)).cpu()
+    for b, n in enumerate(lengths):
+        alone = memory_read(q[b:b + 1], k[b:b + 1, :n], v[b:b + 1, :n], r[b:b + 1], backend="reference")
+        torch.testing.assert_close(got[b:b + 1], alone, rtol=0, atol=2e-5 if dtype == torch.float32 else 2e-2)
+    # Without lengths the padding is read (and here poisons the result): lengths is what masks it.
+    assert torch.isnan(memory_read(q, k, v, r, backend="reference")[:2]).any()
+
+
+def test_lengths_checks():
+    q, k, v, r = make(2, 3, 2, D=4, V=5)
+    with pytest.raises(TypeError, match=r"lengths must be None or an int64 Tensor\[B\] = \[2\], got torch.int32"):
+        memory_read(q, k, v, r, lengths=torch.tensor([1, 2], dtype=torch.int32))
+    with pytest.raises(TypeError, match=r"lengths must be None or an int64 Tensor\[B\]"):
+        memory_read(q, k, v, r, lengths=torch.tensor([1]))
+    with pytest.raises(RuntimeError, match=r"lengths\[1\] must lie in \[1, N = 6\], got 7"):
+        memory_read(q, k, v, r, backend="cpp", lengths=torch.tensor([6, 7]))
+    with pytest.raises(RuntimeError, match=r"lengths\[0\] must lie in \[1, N = 6\], got 0"):
+        memory_read(q, k, v, r, backend="cpp", lengths=torch.tensor([0, 1]))
+
+
 @settings(max_examples=20, deadline=None)
 @given(B=st.integers(1, 3), S=st.integers(1, 30), T=st.integers(1, 4), D=st.integers(1, 40), V=st.integers(1, 40),
        backend=st.sampled_from(["cpp", "triton"]))
@@ -112,6 +143,7 @@ def test_bad_input():
 def test_opcheck_and_compile():
     args = make(2, 5, 2, D=8, V=6)
     torch.library.opcheck(torch.ops.visolo_fast.memory_read.default, args)
+    torch.library.opcheck(torch.ops.visolo_fast.memory_read.default, [*args, torch.tensor([3, 10])])
 
     def f(q, k, v, r):
         return memory_read(q, k, v, r, backend="cpp") * 2

@@ -1,7 +1,8 @@
 """Triton kernel of :func:`visolo_fast.ops.memory_read`, flash-attention style: a
 program takes a block of query grids and a block of value channels (256: VISOLO's
 category half or kernel half), walks the keys in blocks with an online softmax (the
-S x N affinity never goes to memory), and adds the residual in its epilogue.
+S x N affinity never goes to memory), and adds the residual in its epilogue. With
+``lengths``, batch element b walks its first lengths[b] keys only.
 Imported on first use by :mod:`visolo_fast.ops.memory_read`, which checks the inputs.
 
 NB: a [keys, 512] value tile in float32 would not fit one program's shared memory on
@@ -9,6 +10,8 @@ an H100 with pipelining; two programs per query block each take one half, at the
 of computing the (cheaper, D = 128) logits twice. Not yet measured on a GPU."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
@@ -29,6 +32,7 @@ def _memory_read_kernel(
     k_ptr,  # [B, N, D] contiguous
     v_ptr,  # [B, N, V] contiguous
     r_ptr,  # [B, S, V] contiguous
+    len_ptr,  # [B] int64 (read if HAS_LENGTHS)
     o_ptr,  # [B, S, V] contiguous
     S,
     N,
@@ -40,8 +44,13 @@ def _memory_read_kernel(
     BLOCK_V: tl.constexpr,
     DOT_F32: tl.constexpr,  # cast the operands to float32 (float32/float64 inputs, or interpreted bfloat16)
     F64: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
+    n = N
+    if HAS_LENGTHS:
+        n = tl.load(len_ptr + b)
+        tl.device_assert((n >= 1) & (n <= N), "memory_read: lengths must lie in [1, N]")
     rows = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
     v = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -53,9 +62,9 @@ def _memory_read_kernel(
     m = tl.full((BLOCK_S,), float("-inf"), dtype=acc_t)
     l = tl.zeros((BLOCK_S,), dtype=acc_t)
     acc = tl.zeros((BLOCK_S, BLOCK_V), dtype=acc_t)
-    for start in range(0, N, BLOCK_N):
+    for start in range(0, n, BLOCK_N):
         keys = start + tl.arange(0, BLOCK_N)
-        key_ok = keys < N
+        key_ok = keys < n
         k = tl.load(k_ptr + (b * N + keys[:, None]) * D + d[None, :], mask=key_ok[:, None] & (d[None, :] < D), other=0.0)
         if DOT_F32:
             k = k.to(acc_t)
@@ -85,7 +94,8 @@ def _memory_read_kernel(
 
 
 @triton_op("visolo_fast::memory_read_triton", mutates_args=())
-def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor,
+                       lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Triton memory_read; see :func:`visolo_fast.ops.memory_read`."""
     B, S, D = query.shape
     N, V = keys.shape[1], values.shape[2]
@@ -102,8 +112,11 @@ def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
     # registers, so it gets narrow value blocks.
     block_v = min(32 if f64 else MAX_BLOCK_V, max(16, triton.next_power_of_2(V)))
     grid = (triton.cdiv(S, BLOCK_S), B, triton.cdiv(V, block_v))
+    has_lengths = lengths is not None
+    # NB: without lengths the kernel never reads len_ptr; query stands in for it.
     launch(_memory_read_kernel, grid, query.contiguous(), keys.contiguous(), values.contiguous(), residual.contiguous(),
-           out, S, N, D, V, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_V=block_v,
-           DOT_F32=dot_f32, F64=f64)
+           lengths.contiguous() if has_lengths else query, out, S, N, D, V, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N,
+           BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_V=block_v,
+           DOT_F32=dot_f32, F64=f64, HAS_LENGTHS=has_lengths)
     return out
 
