@@ -113,10 +113,14 @@ def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
     block_v = min(32 if f64 else MAX_BLOCK_V, max(16, triton.next_power_of_2(V)))
     grid = (triton.cdiv(S, BLOCK_S), B, triton.cdiv(V, block_v))
     has_lengths = lengths is not None
+    # NB: float32's "ieee" tl.dot runs on the FMA units with its operands in registers:
+    # with 4 warps a [16, 256] block took 196-255 registers on sm_80 and spilled with
+    # lengths; 8 warps take 72-80 and no spills (bench/gpu_resources.py). Half-precision
+    # dots (tensor cores) take 96-136 with 4 warps, no spills.
     # NB: without lengths the kernel never reads len_ptr; query stands in for it.
     launch(_memory_read_kernel, grid, query.contiguous(), keys.contiguous(), values.contiguous(), residual.contiguous(),
            lengths.contiguous() if has_lengths else query, out, S, N, D, V, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N,
            BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_V=block_v,
-           DOT_F32=dot_f32, F64=f64, HAS_LENGTHS=has_lengths)
+           DOT_F32=dot_f32, F64=f64, HAS_LENGTHS=has_lengths, num_warps=8 if dot_f32 else 4)
     return out
 
