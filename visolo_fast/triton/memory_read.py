@@ -114,12 +114,13 @@ def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
     grid = (triton.cdiv(S, BLOCK_S), B, triton.cdiv(V, block_v))
     has_lengths = lengths is not None
     # NB: float32's "ieee" tl.dot runs on the FMA units with its operands in registers:
-    # with 4 warps a [16, 256] block took 196-255 registers on sm_80 and spilled with
-    # lengths; 8 warps take 72-80 and no spills (bench/gpu_resources.py). Half-precision
-    # dots (tensor cores) take 96-136 with 4 warps, no spills.
+    # 32 keys and 4 warps took 178-255 registers on sm_80 and spilled with lengths (8 warps
+    # still spilled 4 B on sm_90 under Triton 3.6); 16 keys and 8 warps take 66-80, no
+    # spills, half the shared memory (bench/gpu_resources.py). Half-precision dots (tensor
+    # cores) take 96-128 with 32 keys and 4 warps, no spills.
     # NB: without lengths the kernel never reads len_ptr; query stands in for it.
     launch(_memory_read_kernel, grid, query.contiguous(), keys.contiguous(), values.contiguous(), residual.contiguous(),
-           lengths.contiguous() if has_lengths else query, out, S, N, D, V, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N,
+           lengths.contiguous() if has_lengths else query, out, S, N, D, V, BLOCK_S=BLOCK_S, BLOCK_N=16 if dot_f32 else BLOCK_N,
            BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_V=block_v,
            DOT_F32=dot_f32, F64=f64, HAS_LENGTHS=has_lengths, num_warps=8 if dot_f32 else 4)
     return out
