@@ -33,6 +33,7 @@ GPUTarget(backend, arch, warp_size), knobs.nvidia.dump_ptxas_log; checked at sta
 from __future__ import annotations
 
 import argparse
+import atexit
 import concurrent.futures
 import contextlib
 import glob
@@ -55,6 +56,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.pop("TRITON_INTERPRET", None)
 # NB: a fresh cache: a cached kernel skips ptxas (no log, no compile time).
 os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpu-resources-triton-cache-")
+atexit.register(shutil.rmtree, os.environ["TRITON_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 import triton  # noqa: E402
