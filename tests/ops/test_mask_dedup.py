@@ -86,7 +86,7 @@ def test_opcheck_and_compile():
 def test_exactly_half_covered_is_kept(backend):
     # NB: Triton on its device: CPU tensors only under the interpreter, CUDA ones on a GPU.
     device = TRITON_DEVICE if backend == "triton" else "cpu"
-    require_backend(backend, device, "mask_dedup")
+    require_backend(backend, device, "mask_dedup_keep")
     masks = torch.zeros((2, 4, 4), dtype=torch.bool, device=device)
     masks[0, :2] = True
     masks[1, 1:3] = True  # half of mask 1 lies in mask 0
