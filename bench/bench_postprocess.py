@@ -53,7 +53,7 @@ for _ in range(int(sys.argv[2]) + 1):
     times.append(total * 1000)
     for s in stages:
         stages[s].append(t.seconds[s] * 1000)
-print(json.dumps({"total": times[1:], **{s: v[1:] for s, v in stages.items()}, "kept": out.count,
+print(json.dumps({"total": times[1:], **{s: v[1:] for s, v in stages.items()}, "kept": int(out.count),
                   "threads": torch.get_num_threads()}))
 """
 

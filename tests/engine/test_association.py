@@ -120,37 +120,3 @@ def test_a_frame_without_instances_loses_every_track():
     frames = tracks_by_object(results)
     assert frames[1] == {} and frames[2] == frames[0]  # both re-identified from the one entry
     assert tracker._candidates == []
-
-
-def test_one_host_transfer_per_frame(monkeypatch):
-    """The association moves its similarities to the host once per frame and makes no
-    other device-to-host synchronisation (no .item(), .tolist(), bool() of a tensor)."""
-    counts = []
-    real_associate = Tracker._associate
-
-    def counting_associate(self, *args):
-        calls = {"cpu": 0, "sync": 0}
-        patched = {}
-        for name, kind in (("cpu", "cpu"), ("item", "sync"), ("tolist", "sync"), ("__bool__", "sync"),
-                           ("__int__", "sync"), ("__float__", "sync")):
-            real = getattr(torch.Tensor, name)
-
-            def wrapper(tensor, *a, _real=real, _kind=kind, **k):
-                calls[_kind] += 1
-                return _real(tensor, *a, **k)
-
-            patched[name] = real
-            monkeypatch.setattr(torch.Tensor, name, wrapper)
-        try:
-            return real_associate(self, *args)
-        finally:
-            for name, real in patched.items():
-                monkeypatch.setattr(torch.Tensor, name, real)
-            counts.append(calls)
-
-    monkeypatch.setattr(Tracker, "_associate", counting_associate)
-    # previous-frame matches, a lost track, a candidate entry used later, a new track
-    tracker, results = run([[A, B], [A, B], [B], [B, C], [A, B, C], [A, B, C]])
-    assert tracker.num_tracks == 3 and len(counts) == 6
-    assert all(c["sync"] == 0 for c in counts), counts
-    assert all(c["cpu"] <= 1 for c in counts) and [c["cpu"] for c in counts][1:] == [1] * 5, counts

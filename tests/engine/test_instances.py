@@ -14,8 +14,16 @@ FIXED = dataclasses.replace(CONFIG, official_quirks=False)
 
 
 def extract(objs, weight=None, config=CONFIG):
+    """The frame's instances, the same bit for bit from all S grids (fixed) and from those
+    that pass the threshold (compact)."""
     out = ScriptedNet([objs]).forward_frame(None)
-    return extract_instances(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), weight, config)
+    args = (out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), weight, config)
+    compact, fixed = extract_instances(*args, fixed=False), extract_instances(*args, fixed=True)
+    count = int(compact.count)
+    assert int(fixed.count) == count and fixed.grids.shape[0] == min(6, config.nms_pre, config.max_per_frame)
+    for a, b in zip(compact.take(count), fixed.take(count)):
+        assert torch.equal(a, b)
+    return compact.take(count)
 
 
 def quality(box) -> float:

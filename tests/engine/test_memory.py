@@ -99,10 +99,10 @@ def test_tracker_reads_the_policys_memory_and_weights(monkeypatch, backend):
     else:
         real_memory_read = model_module.memory_read
 
-        def spy_memory_read(query, keys, values, residual, backend="auto"):
-            blocks = keys[0].split(S)  # one block of S keys per entry
+        def spy_memory_read(query, keys, values, residual, backend="auto", lengths=None):
+            blocks = keys[0, :None if lengths is None else int(lengths[0])].split(S)  # one block of S keys per entry
             seen_memory.append([int(k[:, :-1].amax(0).argmax()) for k in blocks])
-            return real_memory_read(query, keys, values, residual, backend)
+            return real_memory_read(query, keys, values, residual, backend, lengths=lengths)
 
         monkeypatch.setattr(model_module, "memory_read", spy_memory_read)
     weights = []

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from visolo_fast.engine.runner import to_device
+
 
 @dataclass
 class Candidate:
@@ -77,5 +79,9 @@ def match_candidates(candidates: list[Candidate], similarities: list[np.ndarray]
                     tracks[i] = entry.tracks[row]
         if taken:
             rest = [r for r in range(len(entry.tracks)) if r not in taken]
-            left[c] = Candidate(entry.frame, entry.queries[rest], [entry.tracks[r] for r in rest]) if rest else None
+            if rest:
+                rows = entry.queries[to_device(rest, torch.int64, entry.queries.device)]
+                left[c] = Candidate(entry.frame, rows, [entry.tracks[r] for r in rest])
+            else:
+                left[c] = None
     return [entry for entry in left if entry is not None]

@@ -1,4 +1,18 @@
-"""Per-frame instance extraction (spec section 5): grids -> scored, de-duplicated masks."""
+"""Per-frame instance extraction (spec section 5): grids -> scored, de-duplicated masks.
+
+The extraction ends with how many instances a frame has, a number the host needs (the
+association decides on it) but that depends on the data. So it runs at sizes known in
+advance and leaves that number on the device: :class:`InstanceSlots` holds a fixed number
+of slots, best first, of which the first ``count`` are instances. The host reads ``count``
+once, with the frame's association rows (:mod:`visolo_fast.engine.tracker`), and then takes
+the instances with slices of known length. Until then nothing waits for the device, and on
+a GPU the whole extraction can be part of one CUDA graph.
+
+Two ways in, one computation (:func:`_select`): ``fixed=True`` makes masks for all S grids
+(a GPU's choice: no size depends on the data); ``fixed=False`` first picks the grids above
+the score threshold (a ``nonzero``, free on the CPU) and makes masks for those only, which
+is faster where few grids pass.
+"""
 
 from __future__ import annotations
 
@@ -27,25 +41,27 @@ class FrameInstances(NamedTuple):
         """K. (NB: ``len()`` of a NamedTuple is its number of fields.)"""
         return self.labels.shape[0]
 
-    def select(self, index: torch.Tensor) -> "FrameInstances":
-        return FrameInstances(*(t[index] for t in self))
 
+class InstanceSlots(NamedTuple):
+    """A frame's instances before the host knows how many: Q slots, best first, the first
+    ``count`` of them instances (Q = the most a frame can have: ``min(candidates, nms_pre,
+    max_per_frame)``)."""
 
-def _empty(mask_features: torch.Tensor, scores: torch.Tensor) -> FrameInstances:
-    h, w = mask_features.shape[-2:]
-    long = dict(dtype=torch.int64, device=scores.device)
-    return FrameInstances(scores.new_zeros((0, 4 * h, 4 * w), dtype=torch.bool), torch.zeros(0, **long),
-                          scores.new_zeros(0, dtype=torch.float32), scores.new_zeros((0, scores.shape[0])),
-                          torch.zeros(0, **long))
+    masks: torch.Tensor  # bool [Q, H, W]
+    labels: torch.Tensor  # int64 [Q]
+    scores: torch.Tensor  # float32 [Q]
+    score_vecs: torch.Tensor  # [Q, C]
+    grids: torch.Tensor  # int64 [Q]
+    count: torch.Tensor  # int64 []: K <= Q, on the device
 
-
-def _sorted(x: torch.Tensor, limit: int) -> torch.Tensor:
-    # NB: stable, so ties keep grid order; the official argsort (on the GPU) leaves ties unordered.
-    return torch.argsort(x, descending=True, stable=True)[:limit]
+    def take(self, count: int) -> FrameInstances:
+        """The first ``count`` slots (``count`` as read on the host): slices, nothing waits."""
+        return FrameInstances(*(t[:count] for t in self[:-1]))
 
 
 def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores: torch.Tensor,
-                      weight: torch.Tensor | None, config: VisoloConfig, backend: str = "auto") -> FrameInstances:
+                      weight: torch.Tensor | None, config: VisoloConfig, backend: str = "auto",
+                      fixed: bool = False) -> InstanceSlots:
     """The instances of one frame.
 
     Args:
@@ -55,52 +71,76 @@ def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores
         weight (Tensor[S] or None): the frame's grid weight (None for a video's first frame).
         config: thresholds, NMS settings, and ``official_quirks``.
         backend: for the ops, see :mod:`visolo_fast.backends`.
+        fixed: masks for all S grids, so that no size depends on the data (no host
+            synchronisation, traceable into one graph); else for the grids above the
+            score threshold only (a ``nonzero``: faster on the CPU).
     """
     score_vecs = scores.t()  # [S, C]
     best, labels = score_vecs.max(dim=1)
     if weight is not None:
         best = best * weight
     best = torch.where(best < config.score_thr, 0.0, best)
-    grids = best.nonzero()[:, 0]
-    # NB: the official code tests "no grid kept" as grids.sum() == 0, so a frame whose only
-    # kept grid is grid 0 has no instances (spec section 8).
-    if (grids.sum() == 0) if config.official_quirks else (grids.numel() == 0):
-        return _empty(mask_features, scores)
+    passed = best != 0
+    if config.official_quirks:
+        # NB: the official code tests "no grid kept" as grids.sum() == 0, so a frame whose only
+        # kept grid is grid 0 has no instances (spec section 8).
+        passed = passed & ((passed * torch.arange(passed.shape[0], device=passed.device)).sum() != 0)
+    if fixed:
+        grids = torch.arange(best.shape[0], device=best.device)
+    else:
+        grids = passed.nonzero()[:, 0]
+        passed = passed[grids]
     with stage("masks"):
         masks, areas, quality = dynamic_masks(mask_features, kernels.t()[grids], config.mask_thr, backend)
-    inst = FrameInstances(masks, labels[grids], best[grids] * quality.to(best.dtype), score_vecs[grids], grids)
-    candidates = None
     if not config.official_quirks:
         # An empty mask has no quality (0 / 0): dropped here rather than let its NaN score into NMS.
-        candidates = (areas > 0).nonzero()[:, 0]
-        if candidates.numel() == 0:
-            return _empty(mask_features, scores)
-
+        passed = passed & (areas > 0)
     with stage("nms"):
-        return _suppress(inst, candidates, config, backend)
+        slots, decayed, count = _select(masks, labels[grids], (best[grids] * quality.to(best.dtype)), passed, config,
+                                        backend)
+    return InstanceSlots(masks[slots], labels[grids[slots]], decayed.to(best.dtype), score_vecs[grids[slots]],
+                         grids[slots], count)
 
 
-def _suppress(inst: FrameInstances, candidates: torch.Tensor | None, config: VisoloConfig,
-              backend: str) -> FrameInstances:
-    """Matrix NMS, the score threshold and cap, and the duplicate removal, over the
-    ``candidates`` (indices; None: all) of ``inst``.
+def _sorted(x: torch.Tensor, limit: int) -> torch.Tensor:
+    # NB: stable, so ties keep grid order; the official argsort (on the GPU) leaves ties unordered.
+    return torch.argsort(x, descending=True, stable=True)[:limit]
 
-    The masks are gathered once, at the end, for the instances kept: in between only
-    indices move (a dense frame's 252 masks are 55 MB; sorting them, then selecting the
-    NMS survivors, then the de-duplicated ones, were three copies).
+
+def _select(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, passed: torch.Tensor,
+            config: VisoloConfig, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Matrix NMS, the score threshold and cap, and the duplicate removal over the M
+    candidates that ``passed``, at sizes that depend on M only.
+
+    Args:
+        masks (bool Tensor[M, H, W]), labels (int64 Tensor[M]), scores (float32 Tensor[M]),
+        passed (bool Tensor[M]): the candidates, and which of them take part.
+
+    Returns:
+        (slots, decayed, count): int64 Tensor[Q], the kept candidates best first, then the
+        others; float32 Tensor[Q], their scores after Matrix NMS; int64 Tensor[], how many kept.
+
+    Every step orders the candidates that take part first (the others get -inf), and every
+    step's result for candidate i depends on the candidates before it only (Matrix NMS's
+    decay of a mask by better-scored ones, the greedy duplicate removal): on that prefix
+    this is exactly the computation over the candidates that take part alone. Only indices
+    move; the masks are gathered once, by the caller, for the slots.
     """
-    pool = _sorted(inst.scores if candidates is None else inst.scores[candidates], config.nms_pre)
-    if candidates is not None:
-        pool = candidates[pool]
-    # The pairwise intersections, computed once for all masks in their grid order (empty ones
+    pool = _sorted(torch.where(passed, scores, float("-inf")), config.nms_pre)  # NB: NaN (official quirks) sorts first
+    taking = passed[pool]
+    # The pairwise intersections, computed once for all masks in candidate order (empty ones
     # cost nothing) and permuted to score order, exact integers: Matrix NMS and the duplicate
-    # removal share them.
-    inter = mask_intersections(inst.masks, backend)[pool][:, pool]
-    decayed = matrix_nms_from_intersections(inter, inst.labels[pool], inst.scores[pool], config.nms_kernel,
-                                            config.nms_sigma, backend)
-    kept = (decayed >= config.update_thr).nonzero()[:, 0]
-    if kept.numel() == 0:
-        return inst.select(kept)
-    order = kept[_sorted(decayed[kept], config.max_per_frame)]
-    final = order[mask_dedup_from_intersections(inter[order][:, order], config.dedup_thr, backend)]
-    return inst.select(pool[final])._replace(scores=decayed[final].to(inst.scores.dtype))
+    # removal share them. Those of candidates not taking part become those of disjoint
+    # one-pixel masks: their 0 / 0 IoUs (empty masks) would be NaN, which Matrix NMS spreads
+    # through its column maxima to every score.
+    inter = mask_intersections(masks, backend)[pool][:, pool]
+    both = taking[:, None] & taking[None, :]
+    inter = torch.where(both, inter, torch.eye(pool.shape[0], dtype=inter.dtype, device=inter.device))
+    decayed = matrix_nms_from_intersections(inter, labels[pool], scores[pool], config.nms_kernel, config.nms_sigma,
+                                            backend)
+    kept = taking & (decayed >= config.update_thr)
+    order = _sorted(torch.where(kept, decayed, float("-inf")), config.max_per_frame)
+    final = mask_dedup_from_intersections(inter[order][:, order], config.dedup_thr, backend) & kept[order]
+    # The survivors first, in score order (a stable sort of "not kept"), as slots of known number.
+    first = torch.argsort((~final).to(torch.uint8), stable=True)
+    return pool[order[first]], decayed[order[first]], final.sum()

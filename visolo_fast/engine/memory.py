@@ -54,3 +54,11 @@ class MemoryBank(Generic[Entry]):
         none for frame 0, frame 0 for frame 1, else the previous frame and the newest
         long-term entry (``mem[-2]`` and ``mem[-3]``)."""
         return self.entries[-2:-4:-1]
+
+    def next_weight_sources(self) -> list[Entry]:
+        """The entries the next frame's grid weight will compare it with, once it is stored
+        (:meth:`weight_sources` after :meth:`append`): known before the frame is."""
+        after = MemoryBank(self.limit)
+        after.indices, after.entries = list(self.indices), list(self.entries)
+        after.append(None)  # NB: a stand-in for the next frame, never one of its own sources
+        return after.weight_sources()

@@ -11,6 +11,14 @@ The two engines share the passes and differ in what a stream's memory keeps:
   when the frame ran; the network through a :class:`~visolo_fast.engine.runner.NetworkRunner`
   (dtype, compile, CUDA graphs), the ops on their fastest backend, and several streams in
   one batched pass.
+
+Both end a frame's device work with its instances (:func:`~visolo_fast.engine.instances.extract_instances`),
+whose number stays on the device until the tracker reads it. With ``fixed_shapes`` (the
+default on a GPU), the fast engine runs the whole frame at shapes that depend only on the
+batch and the memory's capacity: the memory padded to a power of two of entries (masked
+by the read's ``lengths``; a new capacity, a new graph, so at most log2(frames) of them),
+the instances extracted over all S grids. The frame is then one function of tensors,
+compiled and captured in one CUDA graph, and no operation in it waits for the GPU.
 """
 
 from __future__ import annotations
@@ -21,21 +29,19 @@ from typing import NamedTuple
 import torch
 
 from visolo_fast import backends
+from visolo_fast.engine.instances import InstanceSlots, extract_instances
 from visolo_fast.engine.memory import MemoryBank
-from visolo_fast.engine.runner import NetworkRunner
+from visolo_fast.engine.runner import NetworkRunner, to_device
 from visolo_fast.engine.stages import stage
 from visolo_fast.ops import grid_weight
 
 
 class FramePass(NamedTuple):
-    """What the tracker needs of one frame's pass through the network (one stream)."""
+    """What the tracker needs of one frame's device work (one stream)."""
 
-    mask_features: torch.Tensor  # [dim, H/4, W/4], the network's dtype
-    kernels: torch.Tensor  # [dim, S], the network's dtype
-    scores: torch.Tensor  # float32 [C, S]: sigmoid category scores
+    instances: InstanceSlots  # the frame's instances, their number still on the device
     query: torch.Tensor  # [S, dim / 2]: tracking query embeddings (the association's rows)
     key: torch.Tensor  # [S, dim / 2]: tracking reference embeddings (the association's columns)
-    weight: torch.Tensor | None  # float32 [S]: the grid weight; None for a video's first frame
 
 
 class CachedEntry(NamedTuple):
@@ -51,7 +57,7 @@ class ReferenceStream:
     def __init__(self, net, limit: int | None):
         self.net, self.memory = net, MemoryBank(limit)
 
-    def run(self, image: torch.Tensor) -> FramePass:
+    def run(self, image: torch.Tensor, config) -> FramePass:
         """image (Tensor[1, 3, H, W], normalised) -> the frame's :class:`FramePass`; the frame
         is then in the memory."""
         with stage("network"):  # backbone, heads and memory read: one pass of the reference network
@@ -63,8 +69,9 @@ class ReferenceStream:
             if sources:
                 keys = torch.stack([self.net.Tracking_branch.reference(e.frame_f) for e in sources], dim=1)
                 weight = grid_weight(out.query, keys, "reference")[0]  # [1, S] -> [S]
-        return FramePass(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), out.query[0],
-                         out.key[0], weight)
+        inst = extract_instances(out.mask_features[0], out.kernels[0].flatten(1), out.scores[0].flatten(1), weight,
+                                 config, "reference")
+        return FramePass(inst, out.query[0], out.key[0])
 
 
 class CachedStream:
@@ -86,7 +93,7 @@ class Engine:
     """
 
     def __init__(self, net, backend: str = "auto", dtype: torch.dtype = torch.float32, compile: bool | str = False,
-                 cuda_graphs: bool = False):
+                 cuda_graphs: bool = False, fixed_shapes: bool | None = None):
         """
         Args:
             net (VisoloNet): the network, with its config.
@@ -98,7 +105,12 @@ class Engine:
                 decision near a threshold: README, "Performance".
             compile: run the network's passes through ``torch.compile`` (fast engine); True for
                 its default backend (inductor), or the name of a ``torch.compile`` backend.
-            cuda_graphs: replay the network's passes from CUDA graphs (fast engine, model on a GPU).
+            cuda_graphs: replay the network's passes from CUDA graphs (fast engine, model on a GPU);
+                with ``fixed_shapes``, a whole frame is one graph replay.
+            fixed_shapes: run a frame's device work at shapes known in advance, with no
+                operation that waits for the device (fast engine; module docstring); default:
+                on a GPU. On the CPU the default is faster: masks only for the grids that pass
+                the score threshold.
         """
         if backend not in backends.BACKENDS:
             raise ValueError(f"Engine: backend must be one of {backends.BACKENDS}, got {backend!r}")
@@ -106,15 +118,25 @@ class Engine:
         self.device = next(net.parameters()).device
         self.runner: NetworkRunner | None = None
         if backend == "reference":
-            if dtype != torch.float32 or compile or cuda_graphs:
-                raise ValueError(f"Engine: the reference engine (backend='reference') runs in float32 without compile "
-                                 f"or CUDA graphs, got dtype={dtype}, compile={compile}, cuda_graphs={cuda_graphs}; "
-                                 f"use backend='auto' for the fast engine")
+            if dtype != torch.float32 or compile or cuda_graphs or fixed_shapes:
+                raise ValueError(f"Engine: the reference engine (backend='reference') runs in float32 without compile, "
+                                 f"CUDA graphs or fixed shapes, got dtype={dtype}, compile={compile}, "
+                                 f"cuda_graphs={cuda_graphs}, fixed_shapes={fixed_shapes}; use backend='auto' for the "
+                                 f"fast engine")
         else:
+            if fixed_shapes not in (None, True, False):
+                raise ValueError(f"Engine: fixed_shapes must be None, True or False, got {fixed_shapes!r}")
+            if fixed_shapes is None:
+                fixed_shapes = self.device.type == "cuda"
             try:
-                self.runner = NetworkRunner(net, dtype, backend, compile, cuda_graphs)
+                self.runner = NetworkRunner(net, dtype, backend, compile, cuda_graphs, fixed_shapes=fixed_shapes)
             except ValueError as exc:
                 raise ValueError(f"Engine: {exc}") from None
+
+    @property
+    def fixed_shapes(self) -> bool:
+        """Whether a frame's device work runs at fixed shapes (the fast engine; see ``__init__``)."""
+        return self.runner is not None and self.runner.fixed_shapes
 
     @property
     def batched(self) -> bool:
@@ -135,8 +157,10 @@ class Engine:
             images (Tensor[B, 3, H, W]): normalised, float32; image b is stream b's next frame.
         """
         if not self.batched:
-            return [stream.run(image[None]) for stream, image in zip(streams, images)]
-        runner, backend = self.runner, self.backend
+            return [stream.run(image[None], self.config) for stream, image in zip(streams, images)]
+        if self.fixed_shapes:
+            return self._run_fixed(streams, images)
+        runner, backend, cfg = self.runner, self.backend, self.config
         enc, values = runner.encode(images)
         new = [CachedEntry(enc.key[b], values[b]) for b in range(len(streams))]
         if len(streams) > 1:  # a stream's memory must not keep the whole batch alive
@@ -154,8 +178,38 @@ class Engine:
                 if sources:
                     keys = torch.stack([entry.key for entry in sources])[None]  # [1, E, S, D]
                     weight = grid_weight(enc.query[b:b + 1], keys, backend)[0]  # float32 whatever the inputs' dtype
-                passes.append(FramePass(enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1),
-                                        enc.query[b], enc.key[b], weight))
+                inst = extract_instances(enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1), weight, cfg,
+                                         backend)
+                passes.append(FramePass(inst, enc.query[b], enc.key[b]))
+        return passes
+
+    def _run_fixed(self, streams: list[CachedStream], images: torch.Tensor) -> list[FramePass]:
+        """:meth:`run` at fixed shapes: the memories padded to a capacity of a power of two
+        entries, the whole frame one call of the runner."""
+        runner, device = self.runner, images.device
+        S, D = self.config.num_grids, self.config.dim // 2
+        capacity = 1 << max(max(len(s.memory) for s in streams) - 1, 0).bit_length()  # 1, 2, 4, 8, ...
+        keys, values, sources = [], [], []
+        for s in streams:
+            stored = s.memory.entries
+            pad = (capacity - len(stored)) * S
+            keys.append(torch.cat([e.key for e in stored] + [runner.zeros((pad, D))]))
+            values.append(torch.cat([e.values for e in stored] + [runner.zeros((pad, 2 * self.config.dim))]))
+            # NB: a frame with one source is weighted by it alone: the mean of two equal values is exact.
+            src = s.memory.next_weight_sources()
+            sources.append(torch.stack([e.key for e in src + src[:1]] if src else [runner.zeros((S, D))] * 2))
+        lengths = to_device([len(s.memory) * S for s in streams], torch.int64, device)
+        weighted = to_device([bool(s.memory.entries) for s in streams], torch.bool, device)
+        with stage("network"):
+            key, new_values, query, slots = runner.frame(images, torch.stack(keys), torch.stack(values), lengths,
+                                                         torch.stack(sources), weighted)
+        passes = []
+        for b, stream in enumerate(streams):
+            entry = CachedEntry(key[b], new_values[b])
+            if len(streams) > 1:  # a stream's memory must not keep the whole batch alive
+                entry = CachedEntry(entry.key.clone(), entry.values.clone())
+            stream.memory.append(entry)
+            passes.append(FramePass(slots[b], query[b], key[b]))
         return passes
 
     def _read(self, streams: list[CachedStream], enc, new: list[CachedEntry]) -> torch.Tensor:

@@ -3,8 +3,10 @@ memory-independent passes (backbone, heads) and the heads after the memory read,
 optionally compiled (``torch.compile``) and/or replayed from CUDA graphs.
 
 The memory read is the one part of a frame whose shapes change (the memory grows every
-5 frames); it is a single fused op (:func:`visolo_fast.ops.memory_read`), so it runs
-between the graphs rather than inside them, and no padding or per-size graph is needed.
+5 frames); it is a single fused op (:func:`visolo_fast.ops.memory_read`), so by default it
+runs between the graphs rather than inside them. With ``fixed_shapes`` the whole frame is
+one function instead (:meth:`NetworkRunner.frame`): the memory padded to a capacity, the
+instances extracted at fixed sizes, one compiled graph and one CUDA graph per capacity.
 
 A runner belongs to one :class:`~visolo_fast.engine.network.Engine`, which its trackers share.
 """
@@ -18,8 +20,10 @@ from typing import Callable
 import torch
 from torch.utils._pytree import tree_map
 
+from visolo_fast.engine.instances import InstanceSlots, extract_instances
 from visolo_fast.engine.stages import stage
 from visolo_fast.model.visolo import Encoded
+from visolo_fast.ops import grid_weight
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -62,6 +66,15 @@ class CudaGraphed:
             return tree_map(torch.clone, out)
 
 
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small tensor of host values on ``device`` without waiting for it: a plain copy to a
+    GPU from pageable memory synchronises with its stream; from pinned memory it is queued."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 def _frozen(compiled: Callable) -> Callable:
     """Runs a ``torch.compile``'d pass with inductor's freezing, for inference on the CPU: the
     weights become constants of the graph (FrozenBN folded into the convolutions, oneDNN's
@@ -86,7 +99,7 @@ class NetworkRunner:
     """Runs a :class:`visolo_fast.VisoloNet`'s passes for the fast engine."""
 
     def __init__(self, net, dtype: torch.dtype, backend: str, compile: bool | str, cuda_graphs: bool,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, fixed_shapes: bool = False):
         """
         Args:
             net (VisoloNet): the model; not modified (a copy holds converted weights).
@@ -99,6 +112,7 @@ class NetworkRunner:
                 convolutions: backbone 103 -> 77 ms, heads 301 -> 284 ms at 352 x 624 in float32 here)
                 and on a GPU in float16/bfloat16 (tensor-core convolutions want NHWC).
                 NB: with channels_last or another dtype, the runner holds a converted copy of the weights.
+            fixed_shapes: compile and graph the whole frame (:meth:`frame`) rather than the passes.
         """
         if not isinstance(compile, (bool, str)):
             raise ValueError(f"compile must be True, False or a torch.compile backend's name, got {compile!r}")
@@ -114,8 +128,8 @@ class NetworkRunner:
         self.net = net
         if dtype != next(net.parameters()).dtype or channels_last:
             self.net = copy.deepcopy(net).to(dtype=dtype, memory_format=self.memory_format)
-        self.backend = backend
-        net = self.net
+        self.backend, self.fixed_shapes = backend, fixed_shapes
+        net, config = self.net, self.net.config
 
         def heads(res2: torch.Tensor, res3: torch.Tensor, res4: torch.Tensor) -> tuple[Encoded, torch.Tensor]:
             enc = net.heads(res2, res3, res4)
@@ -128,9 +142,54 @@ class NetworkRunner:
                 fn = torch.compile(fn, fullgraph=True, dynamic=False, backend="inductor" if compile is True else compile)
             return CudaGraphed(fn) if cuda_graphs else fn
 
-        self._backbone = wrap(net.backbone)
-        self._heads = wrap(heads)
-        self._predict = wrap(net.predict)
+        def frame(images: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
+                  weight_keys: torch.Tensor, weighted: torch.Tensor):
+            enc, new_values = heads(*net.backbone(images))
+            # A stream's first frame reads itself (its memory is empty): its entry goes in the first slot.
+            S, first = enc.key.shape[1], lengths == 0
+            own = first[:, None, None]
+            keys = torch.cat([torch.where(own, enc.key, keys[:, :S]), keys[:, S:]], dim=1)
+            values = torch.cat([torch.where(own, new_values, values[:, :S]), values[:, S:]], dim=1)
+            read = net.read(enc, keys, values, backend, torch.where(first, S, lengths))
+            scores, kernels = net.predict(read)
+            weight = torch.where(weighted[:, None], grid_weight(enc.query, weight_keys, backend), 1.0)
+            slots = [extract_instances(enc.mask_features[b], kernels[b].flatten(1), scores[b].float().flatten(1), weight[b],
+                                       config, backend, fixed=True) for b in range(images.shape[0])]
+            return enc.key, new_values, enc.query, slots
+
+        if fixed_shapes:
+            self._frame = wrap(frame)
+        else:
+            self._backbone = wrap(net.backbone)
+            self._heads = wrap(heads)
+            self._predict = wrap(net.predict)
+
+    def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Padding in the network's dtype, on its device."""
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def frame(self, images: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
+              weight_keys: torch.Tensor, weighted: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[InstanceSlots]]:
+        """A whole frame of B streams at fixed shapes (``fixed_shapes``): network, memory read,
+        grid weight, instances; no operation waits for the device.
+
+        Args:
+            images (Tensor[B, 3, H, W]): float32, normalised.
+            keys (Tensor[B, T * S, dim / 2]), values (Tensor[B, T * S, 2 dim]): each stream's memory,
+                padded to a capacity of T entries, in the runner's dtype.
+            lengths (int64 Tensor[B]): the grids stored in each memory; 0: the stream's first frame,
+                which reads itself.
+            weight_keys (Tensor[B, 2, S, dim / 2]): the keys of the frames each grid weight compares with.
+            weighted (bool Tensor[B]): False for a stream's first frame, which has no grid weight.
+
+        Returns:
+            (key, values, query, instances): the frames' keys Tensor[B, S, dim / 2] and memory values
+            Tensor[B, S, 2 dim] (their memory entries), tracking queries Tensor[B, S, dim / 2], and per
+            stream its :class:`InstanceSlots`.
+        """
+        images = images.to(dtype=self.dtype, memory_format=self.memory_format)
+        return self._frame(images, keys, values, lengths, weight_keys, weighted)
 
     def encode(self, images: torch.Tensor) -> tuple[Encoded, torch.Tensor]:
         """images (Tensor[B, 3, H, W], float32, normalised) -> (:class:`Encoded`, the frames' memory

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from visolo_fast.engine.association import Candidate, match_candidates, match_previous
-from visolo_fast.engine.instances import FrameInstances, extract_instances
+from visolo_fast.engine.instances import FrameInstances
 from visolo_fast.engine.network import Engine, FramePass
-from visolo_fast.engine.runner import ieee_float32
+from visolo_fast.engine.runner import ieee_float32, to_device
 from visolo_fast.engine.stages import stage
 from visolo_fast.io.ytvis import to_ytvis
 from visolo_fast.ops import resize_masks
@@ -88,7 +88,8 @@ class Tracker:
     """
 
     def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False,
-                 dtype: torch.dtype = torch.float32, compile: bool | str = False, cuda_graphs: bool = False):
+                 dtype: torch.dtype = torch.float32, compile: bool | str = False, cuda_graphs: bool = False,
+                 fixed_shapes: bool | None = None):
         """
         Args:
             net: a :class:`visolo_fast.VisoloNet`, run with the engine options below; or an
@@ -97,18 +98,19 @@ class Tracker:
             output_size: (height, width) of the output masks; default each frame's own size.
             keep_video: keep every frame result so :meth:`video_result` can assemble the
                 whole video (memory grows with the video).
-            backend, dtype, compile, cuda_graphs: the engine, see :class:`visolo_fast.Engine`
+            backend, dtype, compile, cuda_graphs, fixed_shapes: the engine, see :class:`visolo_fast.Engine`
                 (``"auto"``: the fast engine; ``"reference"``: the reference engine).
         """
         if isinstance(net, Engine):
-            if (backend, dtype, compile, cuda_graphs) != ("auto", torch.float32, False, False):
-                raise ValueError(f"Tracker: backend, dtype, compile and cuda_graphs are the engine's settings; pass "
-                                 f"them to Engine(), not to a tracker of an engine (got backend={backend!r}, "
-                                 f"dtype={dtype}, compile={compile!r}, cuda_graphs={cuda_graphs!r})")
+            if (backend, dtype, compile, cuda_graphs, fixed_shapes) != ("auto", torch.float32, False, False, None):
+                raise ValueError(f"Tracker: backend, dtype, compile, cuda_graphs and fixed_shapes are the engine's "
+                                 f"settings; pass them to Engine(), not to a tracker of an engine (got "
+                                 f"backend={backend!r}, dtype={dtype}, compile={compile!r}, cuda_graphs={cuda_graphs!r}, "
+                                 f"fixed_shapes={fixed_shapes!r})")
             self.engine = net
         else:
             try:
-                self.engine = Engine(net, backend, dtype, compile, cuda_graphs)
+                self.engine = Engine(net, backend, dtype, compile, cuda_graphs, fixed_shapes)
             except ValueError as exc:
                 raise ValueError(f"Tracker: {str(exc).removeprefix('Engine: ')}") from None
         self.config, self.backend, self.device = self.engine.config, self.engine.backend, self.engine.device
@@ -163,20 +165,23 @@ class Tracker:
         return preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
 
     def finish(self, frame: FramePass, size: tuple[int, int]) -> FrameResult:
-        """The second half of :meth:`step`: the frame's instances, their tracks, its result.
+        """The second half of :meth:`step`: the frame's tracks and result, from its device work.
+
+        The host reads the device once here: the number of instances and the association's
+        similarity rows, in one transfer; everything else stays on the device.
 
         Args:
-            frame: the network's pass over the frame (:meth:`visolo_fast.Engine.run`).
+            frame: the frame's device work (:meth:`visolo_fast.Engine.run`).
             size: the frame's (height, width), the masks' size unless ``output_size`` was given.
         """
         index, cfg = self._num_frames, self.config
         self._frame_size = size
-        inst = extract_instances(frame.mask_features, frame.kernels, frame.scores, frame.weight, cfg, self.backend)
         with stage("association"):
-            tracks = self._associate(index, inst, frame)
+            inst, similarities = self._transfer(frame)
+            tracks = self._associate(index, inst, similarities)
         # NB: float32 for the decisions, whatever the network's dtype.
         self._previous = None if inst.count == 0 else _Previous(index, tracks, frame.query[inst.grids].float())
-        ids = torch.tensor(tracks, dtype=torch.int64, device=self.device)
+        ids = to_device(tracks, torch.int64, self.device)
         self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
         with stage("masks"):
             masks = resize_masks(inst.masks, self.output_size or size, cfg.mask_thr, self.backend)
@@ -212,19 +217,35 @@ class Tracker:
         scores, labels = average.max(dim=1)
         return scores.float(), labels
 
-    def _associate(self, index: int, inst: FrameInstances, frame: FramePass) -> list[int]:
-        """Track ids for the instances of frame ``index`` (spec section 6)."""
+    def _transfer(self, frame: FramePass) -> tuple[FrameInstances, list[np.ndarray]]:
+        """The frame's one read of the device: its number of instances K, and the sigmoid
+        similarities of the previous frame's instances and of every candidate entry (rows)
+        with each of its instance slots (columns), one product, one transfer.
+
+        Returns:
+            The frame's K instances, and per block of rows (the previous frame's first, if
+            any) its [k_block, K] similarities.
+        """
+        slots, prev = frame.instances, self._previous
+        blocks = ([prev.queries] if prev is not None else []) + [c.queries for c in self._candidates]
+        packed = slots.count.to(torch.float32)[None]  # NB: exact, K <= 252
+        if blocks:
+            keys = frame.key[slots.grids].float()  # [Q, D]
+            packed = torch.cat([packed, torch.sigmoid(torch.cat(blocks) @ keys.T).flatten()])
+        host = packed.cpu().numpy()
+        offsets = np.cumsum([0] + [b.shape[0] for b in blocks])
+        count = int(host[0])
+        rows = host[1:].reshape(offsets[-1], slots.grids.shape[0])[:, :count]
+        return slots.take(count), [rows[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+    def _associate(self, index: int, inst: FrameInstances, similarities: list[np.ndarray]) -> list[int]:
+        """Track ids for the instances of frame ``index`` (spec section 6), from the
+        similarities of :meth:`_transfer`."""
         prev, candidates, thr = self._previous, self._candidates, self.config.tracking_thr
         tracks: list[int | None] = [None] * inst.count
         taken: set[int] = set()
         if inst.count and (prev is not None or candidates):
-            # The previous frame's instances and every candidate entry against this frame's
-            # instances: sigmoid(query . key), one product, one device-to-host transfer.
-            blocks = ([prev.queries] if prev is not None else []) + [c.queries for c in candidates]
-            keys = frame.key[inst.grids].float()  # [k, D]
-            host = torch.sigmoid(torch.cat(blocks) @ keys.T).cpu().numpy()
-            offsets = np.cumsum([0] + [b.shape[0] for b in blocks])
-            sims = [host[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+            sims = list(similarities)
             if prev is not None:
                 rows = match_previous(sims.pop(0), thr)
                 tracks = [None if r is None else prev.tracks[r] for r in rows]
@@ -239,7 +260,8 @@ class Tracker:
             # The previous frame's instances no current instance took may come back later.
             lost = [r for r in range(len(prev.tracks)) if r not in taken]
             if lost:
-                self._candidates.append(Candidate(prev.index, prev.queries[lost], [prev.tracks[r] for r in lost]))
+                rows = prev.queries[to_device(lost, torch.int64, self.device)]
+                self._candidates.append(Candidate(prev.index, rows, [prev.tracks[r] for r in lost]))
         return tracks
 
     def _accumulate(self, ids: torch.Tensor, num_tracks: int, score_vecs: torch.Tensor) -> None:

@@ -165,18 +165,21 @@ class VisoloNet(nn.Module):
         """The read's residual: the category and kernel features side by side, Tensor[B, S, 2 dim]."""
         return torch.cat([enc.cat_f, enc.kernel_f], dim=1).flatten(2).transpose(1, 2)
 
-    def read(self, enc: Encoded, keys: torch.Tensor, values: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    def read(self, enc: Encoded, keys: torch.Tensor, values: torch.Tensor, backend: str = "auto",
+             lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Every grid against every stored grid, soft-maxed over all T * S of them at once; the
         category and kernel memories share those weights, so they are read together.
 
         Args:
             enc: B encoded frames.
             keys (Tensor[B, N, dim / 2]), values (Tensor[B, N, 2 dim]): the memory, N = T * S.
+            lengths (int64 Tensor[B] or None): the grids stored in each memory, the rest padding
+                (:func:`visolo_fast.ops.memory_read`); None: all N.
 
         Returns:
             Tensor[B, S, 2 dim]: ``residual + softmax(query keys^T) values``.
         """
-        return memory_read(enc.query, keys, values, self.residual(enc), backend)
+        return memory_read(enc.query, keys, values, self.residual(enc), backend, lengths=lengths)
 
     def predict(self, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The heads after the memory read.
