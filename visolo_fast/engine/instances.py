@@ -45,9 +45,11 @@ class FrameInstances(NamedTuple):
 class InstanceSlots(NamedTuple):
     """A frame's instances before the host knows how many: Q slots, best first, the first
     ``count`` of them instances (Q = the most a frame can have: ``min(candidates, nms_pre,
-    max_per_frame)``)."""
+    max_per_frame)``). The masks stay those of the M candidates until then: gathering the
+    kept ones takes the count (a dense frame's Q = 100 slots are 22 MB of masks at 352 x 624)."""
 
-    masks: torch.Tensor  # bool [Q, H, W]
+    masks: torch.Tensor  # bool [M, H, W]: every candidate's mask
+    index: torch.Tensor  # int64 [Q]: each slot's candidate (its mask)
     labels: torch.Tensor  # int64 [Q]
     scores: torch.Tensor  # float32 [Q]
     score_vecs: torch.Tensor  # [Q, C]
@@ -55,8 +57,10 @@ class InstanceSlots(NamedTuple):
     count: torch.Tensor  # int64 []: K <= Q, on the device
 
     def take(self, count: int) -> FrameInstances:
-        """The first ``count`` slots (``count`` as read on the host): slices, nothing waits."""
-        return FrameInstances(*(t[:count] for t in self[:-1]))
+        """The first ``count`` slots (``count`` as read on the host): slices and a gather by
+        an index of known length, nothing waits."""
+        return FrameInstances(self.masks[self.index[:count]], self.labels[:count], self.scores[:count],
+                              self.score_vecs[:count], self.grids[:count])
 
 
 def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores: torch.Tensor,
@@ -98,7 +102,7 @@ def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores
     with stage("nms"):
         slots, decayed, count = _select(masks, labels[grids], (best[grids] * quality.to(best.dtype)), passed, config,
                                         backend)
-    return InstanceSlots(masks[slots], labels[grids[slots]], decayed.to(best.dtype), score_vecs[grids[slots]],
+    return InstanceSlots(masks, slots, labels[grids[slots]], decayed.to(best.dtype), score_vecs[grids[slots]],
                          grids[slots], count)
 
 
@@ -124,7 +128,7 @@ def _select(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, pas
     step's result for candidate i depends on the candidates before it only (Matrix NMS's
     decay of a mask by better-scored ones, the greedy duplicate removal): on that prefix
     this is exactly the computation over the candidates that take part alone. Only indices
-    move; the masks are gathered once, by the caller, for the slots.
+    move; the masks are gathered once, for the instances kept (:meth:`InstanceSlots.take`).
     """
     pool = _sorted(torch.where(passed, scores, float("-inf")), config.nms_pre)  # NB: NaN (official quirks) sorts first
     taking = passed[pool]
