@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from visolo_fast.config import VisoloConfig
+from visolo_fast.transfer import to_device
 
 _DEFAULT = VisoloConfig()
 
@@ -63,7 +64,7 @@ def preprocess(frames, size: tuple[int, int] = _DEFAULT.input_size, device: str 
     """
     batch = _as_batch(frames)
     if device is not None:
-        batch = batch.to(device)
+        batch = to_device(batch, device)
     x = batch.permute(0, 3, 1, 2)
     if tuple(x.shape[2:]) != tuple(size):
         if x.device.type == "cpu":
@@ -74,6 +75,5 @@ def preprocess(frames, size: tuple[int, int] = _DEFAULT.input_size, device: str 
             x = F.interpolate(x.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
             x = x.round_().clamp_(0, 255)  # PIL hands the network uint8 values
     x = x.float()
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    mean_t, std_t = to_device([list(mean), list(std)], x.device, torch.float32).view(2, 1, 3, 1, 1)
     return (x - mean_t) / std_t

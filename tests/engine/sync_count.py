@@ -1,10 +1,14 @@
-"""Counts what would make the host wait for a GPU, on any device.
+"""Counts what would make the host wait for a GPU.
 
 On a GPU, an operation whose output size depends on the data (``nonzero``, boolean-mask
 indexing, ``unique``, ...), a read of a tensor's value on the host (``.item()``,
-``bool()``, ``.tolist()``, ``.numpy()``) and a copy to the host each drain the device's
-queue. On the CPU nothing waits, but the same calls are made: counting them here tells
-what a frame would cost in synchronisations on a GPU.
+``bool()``, ``.tolist()``, ``np.asarray``), a copy to the host, and a blocking copy from
+pageable host memory to the GPU each drain the device's queue. On the CPU nothing waits,
+but the same calls are made: counting them tells what a frame would cost in
+synchronisations on a GPU. A copy to the host is counted at ``.cpu()`` / ``.to("cpu")``
+(a no-op on the CPU, so still seen there), and a host read of its result is not counted
+again. Not seen: what C++ code does inside an op (none of ours reads device data), and
+copies from the host to a device, which happen on a GPU only (counted there).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ aten = torch.ops.aten
 
 # ATen ops whose output size (or a host value) comes from the data.
 _SYNCING = {aten.nonzero, aten._local_scalar_dense, aten.masked_select, aten._unique, aten._unique2, aten.unique_dim,
-            aten.unique_consecutive, aten.unique_dim_consecutive}
+            aten.unique_consecutive, aten.unique_dim_consecutive, aten.equal, aten.is_nonzero}
 _INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
 
 
@@ -44,23 +48,43 @@ class _Dispatch(TorchDispatchMode):
         elif packet in (aten._to_copy, aten.copy_):
             src = args[1] if packet is aten.copy_ else args[0]
             dst = args[0].device if packet is aten.copy_ else kwargs.get("device")
-            if dst is not None and torch.device(dst).type == "cpu" and src.device.type != "cpu":
-                self.counts["copy to host"] += 1
+            dst = src.device if dst is None else torch.device(dst)
+            blocking = not (args[2] if packet is aten.copy_ and len(args) > 2 else kwargs.get("non_blocking", False))
+            if packet is aten.copy_ and dst.type == "cpu" and src.device.type != "cpu":
+                self.counts["copy to host"] += 1  # NB: .cpu() and .to() are counted as they are called
+            elif dst.type != "cpu" and src.device.type == "cpu" and (blocking or not src.is_pinned()):
+                self.counts["blocking copy to the device"] += 1
         return func(*args, **kwargs)
 
 
+def _to_host(func, args, kwargs) -> bool:
+    if func is torch.Tensor.cpu:
+        return True
+    if func is torch.Tensor.to:
+        target = kwargs.get("device", args[1] if len(args) > 1 else None)
+        return isinstance(target, (str, torch.device)) and torch.device(target).type == "cpu"
+    return False
+
+
 class _Function(TorchFunctionMode):
-    """Host reads that do not reach the dispatcher (``.item()`` and ``bool()`` do: as
-    ``_local_scalar_dense``)."""
+    """Copies to the host, as called (on the CPU they dispatch nothing), and host reads that
+    do not reach the dispatcher (``.item()`` and ``bool()`` do: ``_local_scalar_dense``)."""
 
     def __init__(self, counts: Counter):
         super().__init__()
         self.counts = counts
+        self.on_host: dict[int, torch.Tensor] = {}  # results of counted copies (kept alive: ids stay theirs)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in (torch.Tensor.numpy, torch.Tensor.tolist):
+        kwargs = kwargs or {}
+        if _to_host(func, args, kwargs):
+            self.counts["copy to host"] += 1
+            out = func(*args, **kwargs)
+            self.on_host[id(out)] = out
+            return out
+        if func in (torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.__array__) and id(args[0]) not in self.on_host:
             self.counts[f"Tensor.{func.__name__}"] += 1
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 class SyncCounter:

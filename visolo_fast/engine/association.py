@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from visolo_fast.engine.runner import to_device
+from visolo_fast.transfer import to_device
 
 
 @dataclass
@@ -80,7 +80,7 @@ def match_candidates(candidates: list[Candidate], similarities: list[np.ndarray]
         if taken:
             rest = [r for r in range(len(entry.tracks)) if r not in taken]
             if rest:
-                rows = entry.queries[to_device(rest, torch.int64, entry.queries.device)]
+                rows = entry.queries[to_device(rest, entry.queries.device, torch.int64)]
                 left[c] = Candidate(entry.frame, rows, [entry.tracks[r] for r in rest])
             else:
                 left[c] = None

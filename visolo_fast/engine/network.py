@@ -31,9 +31,10 @@ import torch
 from visolo_fast import backends
 from visolo_fast.engine.instances import InstanceSlots, extract_instances
 from visolo_fast.engine.memory import MemoryBank
-from visolo_fast.engine.runner import NetworkRunner, to_device
+from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.engine.stages import stage
 from visolo_fast.ops import grid_weight
+from visolo_fast.transfer import to_device
 
 
 class FramePass(NamedTuple):
@@ -198,8 +199,8 @@ class Engine:
             # NB: a frame with one source is weighted by it alone: the mean of two equal values is exact.
             src = s.memory.next_weight_sources()
             sources.append(torch.stack([e.key for e in src + src[:1]] if src else [runner.zeros((S, D))] * 2))
-        lengths = to_device([len(s.memory) * S for s in streams], torch.int64, device)
-        weighted = to_device([bool(s.memory.entries) for s in streams], torch.bool, device)
+        lengths = to_device([len(s.memory) * S for s in streams], device, torch.int64)
+        weighted = to_device([bool(s.memory.entries) for s in streams], device, torch.bool)
         with stage("network"):
             key, new_values, query, slots = runner.frame(images, torch.stack(keys), torch.stack(values), lengths,
                                                          torch.stack(sources), weighted)

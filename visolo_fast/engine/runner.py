@@ -66,15 +66,6 @@ class CudaGraphed:
             return tree_map(torch.clone, out)
 
 
-def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A small tensor of host values on ``device`` without waiting for it: a plain copy to a
-    GPU from pageable memory synchronises with its stream; from pinned memory it is queued."""
-    host = torch.tensor(values, dtype=dtype)
-    if device.type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
-
-
 def _frozen(compiled: Callable) -> Callable:
     """Runs a ``torch.compile``'d pass with inductor's freezing, for inference on the CPU: the
     weights become constants of the graph (FrozenBN folded into the convolutions, oneDNN's

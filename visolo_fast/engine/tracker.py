@@ -25,11 +25,12 @@ import torch
 from visolo_fast.engine.association import Candidate, match_candidates, match_previous
 from visolo_fast.engine.instances import FrameInstances
 from visolo_fast.engine.network import Engine, FramePass
-from visolo_fast.engine.runner import ieee_float32, to_device
+from visolo_fast.engine.runner import ieee_float32
 from visolo_fast.engine.stages import stage
 from visolo_fast.io.ytvis import to_ytvis
 from visolo_fast.ops import resize_masks
 from visolo_fast.preprocess import preprocess
+from visolo_fast.transfer import to_device
 
 
 class FrameResult(NamedTuple):
@@ -181,7 +182,7 @@ class Tracker:
             tracks = self._associate(index, inst, similarities)
         # NB: float32 for the decisions, whatever the network's dtype.
         self._previous = None if inst.count == 0 else _Previous(index, tracks, frame.query[inst.grids].float())
-        ids = to_device(tracks, torch.int64, self.device)
+        ids = to_device(tracks, self.device, torch.int64)
         self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
         with stage("masks"):
             masks = resize_masks(inst.masks, self.output_size or size, cfg.mask_thr, self.backend)
@@ -260,7 +261,7 @@ class Tracker:
             # The previous frame's instances no current instance took may come back later.
             lost = [r for r in range(len(prev.tracks)) if r not in taken]
             if lost:
-                rows = prev.queries[to_device(lost, torch.int64, self.device)]
+                rows = prev.queries[to_device(lost, self.device, torch.int64)]
                 self._candidates.append(Candidate(prev.index, rows, [prev.tracks[r] for r in lost]))
         return tracks
 

@@ -45,8 +45,9 @@ def check_input(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, r
             raise TypeError(f"memory_read: lengths must be None or an int64 Tensor[B] = [{B}], got {described(lengths)}")
         if lengths.device != query.device:
             raise ValueError(f"memory_read: lengths must be on the inputs' device {query.device}, got {lengths.device}")
-        # NB: its values are checked by the kernels (C++: an error; CUDA, Triton: a device assert):
-        # reading them here would synchronise with a GPU, and break a compiled graph.
+        # NB: its values are checked by the kernels (C++: an error; CUDA: a device assert; Triton:
+        # a device assert in its debug mode, else clamped to [1, N]): reading them here would
+        # synchronise with a GPU, and break a compiled graph.
 
 
 def memory_read_reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor,

@@ -50,7 +50,10 @@ def _memory_read_kernel(
     n = N
     if HAS_LENGTHS:
         n = tl.load(len_ptr + b)
+        # NB: the assert runs in Triton's debug mode only (TRITON_DEBUG=1); otherwise the clamp
+        # keeps a bad length from reading out of bounds.
         tl.device_assert((n >= 1) & (n <= N), "memory_read: lengths must lie in [1, N]")
+        n = tl.minimum(tl.maximum(n, 1), N)
     rows = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
     v = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
