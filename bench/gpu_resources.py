@@ -121,7 +121,9 @@ def _cases():
             yield f"matrix_nms {name(dtype)} {kernel} K=252", lambda dtype=dtype, kernel=kernel: matrix_nms_decay_triton(
                 torch.zeros(252, 252, dtype=torch.int64), torch.zeros(252, dtype=torch.int64), torch.rand(252).to(dtype),
                 kernel, 2.0)
-    for K in (1, 64, 252):
+    # K = 100: the fast engine's instance slots at fixed shapes (max_per_frame), which its
+    # duplicate removal runs over.
+    for K in (1, 64, 100, 252):
         masks = torch.zeros(K, 4 * H, 4 * W, dtype=torch.bool)
         yield f"mask_intersections K={K}", lambda masks=masks: mask_intersections_triton(masks)
         yield f"mask_dedup K={K}", lambda K=K: mask_dedup_keep_triton(torch.zeros(K, K, dtype=torch.int64), 0.5)
