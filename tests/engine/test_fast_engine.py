@@ -281,6 +281,9 @@ def test_stage_times(frames):
     with vf.StageTimes() as ref:
         video_of(net, frames[:4], backend="reference")
     assert {"network", "masks", "nms"} <= set(ref.seconds) and "backbone" not in ref.seconds
+    with vf.StageTimes() as fixed:  # the whole frame timed as one (no timer inside a captured graph)
+        video_of(net, frames[:4], fixed_shapes=True)
+    assert set(fixed.seconds) == {"network", "association", "masks"}  # masks: the tracker's resize
     with vf.StageTimes(), pytest.raises(RuntimeError, match="already active"):
         with vf.StageTimes():
             pass

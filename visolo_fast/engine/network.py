@@ -169,7 +169,7 @@ class Engine:
         with stage("memory"):
             read = self._read(streams, enc, new)
         scores, kernels = runner.predict(read)
-        passes = []
+        weights = []
         with stage("memory"):
             for b, stream in enumerate(streams):
                 memory = stream.memory
@@ -179,10 +179,11 @@ class Engine:
                 if sources:
                     keys = torch.stack([entry.key for entry in sources])[None]  # [1, E, S, D]
                     weight = grid_weight(enc.query[b:b + 1], keys, backend)[0]  # float32 whatever the inputs' dtype
-                inst = extract_instances(enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1), weight, cfg,
-                                         backend)
-                passes.append(FramePass(inst, enc.query[b], enc.key[b]))
-        return passes
+                weights.append(weight)
+        # NB: after the memory stage, which would otherwise count the extraction's stages twice.
+        return [FramePass(extract_instances(enc.mask_features[b], kernels[b].flatten(1), scores[b].flatten(1),
+                                            weights[b], cfg, backend), enc.query[b], enc.key[b])
+                for b in range(len(streams))]
 
     def _run_fixed(self, streams: list[CachedStream], images: torch.Tensor) -> list[FramePass]:
         """:meth:`run` at fixed shapes: the memories padded to a capacity of a power of two
