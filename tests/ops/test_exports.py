@@ -26,7 +26,7 @@ def test_memory_read_stays_the_function_after_imports_of_its_module():
         import visolo_fast
         f = visolo_fast.ops.memory_read
         assert f is memory_read and not inspect.ismodule(f), f
-        assert list(inspect.signature(f).parameters) == ["query", "keys", "values", "residual", "backend"]
+        assert list(inspect.signature(f).parameters) == ["query", "keys", "values", "residual", "backend", "lengths"]
     """)
     for first in ("import visolo_fast", "import visolo_fast.ops.memory_read", "from visolo_fast.ops import memory_read"):
         done = subprocess.run([sys.executable, "-c", f"{first}\n{check}"], capture_output=True, text=True, timeout=300)
