@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What only a GPU can tell, in one call of the `device` tool (at most 10 minutes a command,
-# 15 minutes of device time in all, start-up included):
+# What only a GPU can tell, in one run of under 8 minutes on a GPU machine (H100 or H200),
+# start to end, from the repository root (run where the tree is; nothing is installed):
 #
 #   bash bench/gpu_check.sh          build for the local GPU, op tests (CUDA + compiled Triton),
 #                                    compute-sanitizer memcheck and racecheck, benchmarks
@@ -11,23 +11,26 @@
 #   bash bench/gpu_check.sh PART...  some of: machine build tests memcheck racecheck e2e latency
 #   bash bench/gpu_check.sh cpu PART...  some of: machine selftest imports collect options
 #                                    bench-cpu cxx-syntax (cxx-syntax: ~5 minutes on 2 cores)
+#   --out DIR                        (with any of the above) where the report goes, and on a GPU
+#                                    a copy of the benchmark CSVs (default: bench/results on a
+#                                    GPU, a new temporary folder in cpu mode; or $GPU_CHECK_OUT)
 #
-# The GPU image is not our pins (Python 3.12, torch 2.11.0+cu130, triton 3.6.0, numpy 2.5, no
-# pycocotools, no network): nothing is installed; the package is imported from the tree
-# (PYTHONPATH) and the extension is built in place. Carry ninja if the image has none (the
-# build then runs one compiler at a time and cannot finish in its limit): `run` with
-# carry [".venv/bin/ninja"] (found there, or at $NINJA).
+# The GPU machines' image is not our pins (Python 3.12, torch 2.11.0+cu130, triton 3.6.0,
+# numpy 2.5, no pycocotools, no network): nothing is installed; the package is imported from
+# the tree (PYTHONPATH) and the extension is built in place. It needs ninja, which the image
+# may lack (the build then runs one compiler at a time and cannot finish in its limit): on
+# PATH, else $NINJA, else the tree's .venv/bin/ninja (copy the tree with it).
 #
 # Each part runs under its own `timeout`, so a slow part cannot eat the time of the others;
-# the limits add up to 470 s, under the 8 minutes the whole call may take. A part that fails
+# the limits add up to 470 s, under the 8 minutes the whole run should take. A part that fails
 # or times out makes the exit status 1; the others still run (a failed build still leaves the
 # Triton tests and benchmarks worth their minutes). One report, everything the parts printed
-# plus each one's duration and status, goes to bench/results/gpu_check-<date>-<device>.txt
-# (GPU) or $REPORT_DIR (default: a temporary folder; cpu mode) and, when the `device` tool's
-# $OUT is set, is copied there with the benchmark CSVs, which is how they come back.
+# plus each one's duration and status, goes to <out>/gpu_check-<date>-<device>[-<parts>].txt;
+# with --out elsewhere than bench/results, a GPU run copies the benchmark CSVs it appended to
+# (bench/results/e2e.csv, latency.csv) there too: one folder holds all that the run produced.
 #
 # Environment: PYTHON (default: python, else python3), GPU_CHECK_COMMIT (the commit, where the
-# tree has no .git, as a device copy may not), REPORT_DIR, NINJA.
+# tree has no .git, as a copy of it may not), GPU_CHECK_OUT (as --out), NINJA.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -71,7 +74,19 @@ SANITIZER_FLAGS="--error-exitcode 9 --print-limit 20 --report-api-errors no --la
 E2E_ARGS=(--videos crowd --frames 8 --dtypes float32,bfloat16 --streams 8)
 LATENCY_ARGS=(--video crowd --frames 8)
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
+
+out=${GPU_CHECK_OUT:-}
+positional=()
+while (($#)); do
+  case $1 in
+    --out) [[ $# -ge 2 && -n $2 ]] || { echo "gpu_check.sh: --out needs a folder" >&2; exit 2; }
+           out=$2; shift 2 ;;
+    --out=*) out=${1#--out=}; [[ -n $out ]] || { echo "gpu_check.sh: --out needs a folder" >&2; exit 2; }; shift ;;
+    *) positional+=("$1"); shift ;;
+  esac
+done
+set -- "${positional[@]}"
 
 mode=gpu
 case "${1:-}" in
@@ -140,7 +155,7 @@ build() {
     done
   fi
   command -v ninja >/dev/null && echo "ninja $(ninja --version), $jobs jobs, TORCH_CUDA_ARCH_LIST=$arch" \
-    || echo "NB: no ninja (carry .venv/bin/ninja or set NINJA): setuptools compiles one file at a time, expect a timeout"
+    || echo "NB: no ninja (not on PATH, \$NINJA or .venv/bin/ninja): setuptools compiles one file at a time, expect a timeout"
   # NB: in place rather than `pip install -e .`: nothing to install into the image's Python
   # (offline; a system Python 3.12 refuses pip without --break-system-packages; PEP 660 wants a
   # recent setuptools), and PYTHONPATH finds the tree. Objects land in build/temp (setup.py):
@@ -226,6 +241,7 @@ selftest() {
   bash "$ROOT/bench/gpu_check.sh" nonsense >/dev/null 2>&1; [[ $? == 2 ]] || { echo "an unknown part must exit 2"; return 1; }
   bash "$ROOT/bench/gpu_check.sh" cpu nonsense >/dev/null 2>&1; [[ $? == 2 ]] || { echo "an unknown cpu part must exit 2"; return 1; }
   bash "$ROOT/bench/gpu_check.sh" --help | grep -q "bench/gpu_check.sh cpu" || { echo "--help"; return 1; }
+  bash "$ROOT/bench/gpu_check.sh" cpu --out >/dev/null 2>&1; [[ $? == 2 ]] || { echo "--out without a folder must exit 2"; return 1; }
   echo "timeouts, statuses and arguments: ok"
 }
 
@@ -345,10 +361,10 @@ export E2E_ARGS_STR="${E2E_ARGS[*]}" LATENCY_ARGS_STR="${LATENCY_ARGS[*]}"
 
 if [[ $mode == gpu ]]; then
   device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-  report_dir=${REPORT_DIR:-bench/results}
+  report_dir=${out:-bench/results}
 else
   device=cpu
-  report_dir=${REPORT_DIR:-$(mktemp -d)}
+  report_dir=${out:-$(mktemp -d)}
 fi
 slug=$(tr -c 'A-Za-z0-9.\n-' '_' <<<"${device:-no-gpu}" | tr -s _ | sed 's/_$//')
 mkdir -p "$report_dir"
@@ -376,11 +392,11 @@ done
 printf '\n==== summary: %s mode, %s, %d s in all\n' "$mode" "${device:-no GPU}" $((SECONDS - started))
 printf '%s\n' "${SUMMARY[@]}"
 echo "exit status $failed; report: $report"
-if [[ -n ${OUT:-} && -d ${OUT:-} && $mode == gpu ]]; then
-  # The device tool brings back only what is under $OUT: the report and the benchmark rows.
-  mkdir -p "$OUT/bench/results"
-  cp "$report" bench/results/e2e.csv bench/results/latency.csv "$OUT/bench/results/" 2>/dev/null
-  echo "copied to \$OUT/bench/results/: $(ls "$OUT/bench/results" | tr '\n' ' ')"
+if [[ $mode == gpu && $(realpath "$report_dir") != $(realpath bench/results) ]]; then
+  # the benchmark rows next to the report, so that the --out folder holds the whole run
+  for f in bench/results/e2e.csv bench/results/latency.csv; do
+    [[ -e $f ]] && cp "$f" "$report_dir/" && echo "copied $f to $report_dir/"
+  done
 fi
 exec 1>&3 2>&4 3>&- 4>&-
 wait "$tee_pid"
