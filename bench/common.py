@@ -61,7 +61,8 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 30,
 
 
 def append_rows(name: str, rows: list[dict], fields: list[str] = FIELDS) -> str:
-    """Appends rows to bench/results/<name>.csv (header written once); returns the path."""
+    """Appends rows to bench/results/<name>.csv (header written once); returns its path,
+    relative to the working directory (it goes into reports)."""
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}.csv")
     new = not os.path.exists(path)
@@ -75,7 +76,7 @@ def append_rows(name: str, rows: list[dict], fields: list[str] = FIELDS) -> str:
         stamp = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit()}
         for row in rows:
             writer.writerow({**stamp, **row})
-    return path
+    return os.path.relpath(path)
 
 
 def available(op: str, implemented: tuple[str, ...], device: torch.device) -> list[str]:
