@@ -71,7 +71,7 @@ def _import_launchers() -> None:
 
     NB: the package's __init__ imports the whole package (the engine, the dataset tools
     with pycocotools, Pillow, OpenCV), which the GPU image lacks; the Triton launchers
-    need only backends.py, ops/_common.py and triton/. Not the compiled extension either.
+    need only backends.py, _common.py and triton/. Not the compiled extension either.
     """
     if "visolo_fast" in sys.modules:
         return
@@ -338,7 +338,8 @@ def main() -> int:
         total = sum(results[id(j)]["seconds"] for j in jobs if j.arch == arch)
         lines.append(f"compile time sm_{arch}: {total:.1f} s (sum over kernels, 2 workers)")
 
-    lines += ["", f"CUDA kernels ({pattern}, cuobjdump --dump-resource-usage; static shared memory only)", ""]
+    shown = os.path.relpath(pattern, ROOT) if os.path.abspath(pattern).startswith(ROOT + os.sep) else pattern
+    lines += ["", f"CUDA kernels ({shown}, cuobjdump --dump-resource-usage; static shared memory only)", ""]
     header = f"{'kernel':<60} {'arch':<6} {'regs':>4} {'stack B':>7} {'local B':>7} {'smem B':>7}"
     lines += [header, "-" * len(header)]
     built = sorted({k.arch for k in cuda})

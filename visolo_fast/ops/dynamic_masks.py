@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from visolo_fast import backends
-from visolo_fast.ops._common import opmath_dtype
+from visolo_fast._common import opmath_dtype
 
 OP = "dynamic_masks"
 # Compiled backends, fastest first, for backend="auto".

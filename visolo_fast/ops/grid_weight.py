@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
-from visolo_fast.ops._common import opmath_dtype
+from visolo_fast._common import opmath_dtype
 
 OP = "grid_weight"
 # Compiled backends, fastest first, for backend="auto".

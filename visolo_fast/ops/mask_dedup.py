@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from visolo_fast import backends
-from visolo_fast.ops._common import described
+from visolo_fast._common import described
 from visolo_fast.ops.mask_intersections import (
     check_intersection_matrix,
     mask_intersections,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
-from visolo_fast.ops._common import described
+from visolo_fast._common import described
 
 OP = "mask_intersections"
 # Compiled backends, fastest first, for backend="auto".

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
-from visolo_fast.ops._common import described, opmath_dtype
+from visolo_fast._common import described, opmath_dtype
 from visolo_fast.ops.mask_intersections import (
     check_intersection_matrix,
     mask_intersections,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from visolo_fast import backends
-from visolo_fast.ops._common import described, opmath_dtype
+from visolo_fast._common import described, opmath_dtype
 
 OP = "memory_read"
 # Compiled backends, fastest first, for backend="auto".

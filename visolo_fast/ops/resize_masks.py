@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from visolo_fast import backends
-from visolo_fast.ops._common import described
+from visolo_fast._common import described
 
 OP = "resize_masks"
 # Compiled backends, fastest first, for backend="auto".

@@ -16,7 +16,7 @@ import triton.language as tl
 from torch.library import triton_op
 
 from visolo_fast import backends
-from visolo_fast.ops._common import opmath_dtype
+from visolo_fast._common import opmath_dtype
 from visolo_fast.triton.launch import launch
 
 BLOCK_S = 16

@@ -1,4 +1,8 @@
-"""What every op's Python side shares: the dtype it computes in, and how a check says what it got."""
+"""What the ops and their Triton launchers share: the dtype an op computes in, and how a
+check says what it got.
+
+NB: imports nothing of visolo_fast, so that ``visolo_fast.ops.*`` and ``visolo_fast.triton.*``
+import it without loading the other (``visolo_fast.ops`` loads every op module)."""
 
 from __future__ import annotations
 
