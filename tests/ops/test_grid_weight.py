@@ -85,7 +85,10 @@ def test_opcheck_and_compile():
     require_backend("triton", TRITON_DEVICE, "grid_weight")
     from visolo_fast.triton.grid_weight import grid_weight_triton  # registers the op
 
-    assert grid_weight_triton is not None
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.visolo_fast.grid_weight_triton.default, (q.to(TRITON_DEVICE), k.to(TRITON_DEVICE)),
                           test_utils=checks if backends.triton_interpreted() else checks + ("test_aot_dispatch_dynamic",))
+    # the op as registered, called by itself (not through grid_weight's dispatch), computes the reference
+    got = grid_weight_triton(q.to(TRITON_DEVICE), k.to(TRITON_DEVICE))
+    torch.testing.assert_close(got.cpu().double(), grid_weight_reference(q.double(), k.double()), rtol=0,
+                               atol=ATOL[torch.float32])

@@ -76,10 +76,11 @@ def test_opcheck_and_compile():
     require_backend("triton", TRITON_DEVICE, "mask_dedup_keep")
     from visolo_fast.triton.mask_dedup import mask_dedup_keep_triton  # registers the op
 
-    assert mask_dedup_keep_triton is not None
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.visolo_fast.mask_dedup_keep_triton.default, (inter.to(TRITON_DEVICE), 0.5),
                           test_utils=checks if backends.triton_interpreted() else checks + ("test_aot_dispatch_dynamic",))
+    # the op as registered, called by itself (not through mask_dedup's dispatch), keeps what the official loop keeps
+    assert torch.equal(mask_dedup_keep_triton(inter.to(TRITON_DEVICE), 0.5).cpu(), official_loop(masks, 0.5))
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp", "triton"])

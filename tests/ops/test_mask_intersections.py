@@ -90,10 +90,11 @@ def test_opcheck_and_compile():
     require_backend("triton", TRITON_DEVICE, "mask_intersections")
     from visolo_fast.triton.mask_intersections import mask_intersections_triton  # registers the op
 
-    assert mask_intersections_triton is not None
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.visolo_fast.mask_intersections_triton.default, (masks.to(TRITON_DEVICE),),
                           test_utils=checks if backends.triton_interpreted() else checks + ("test_aot_dispatch_dynamic",))
+    # the op as registered, called by itself (not through mask_intersections' dispatch), counts exactly
+    assert torch.equal(mask_intersections_triton(masks.to(TRITON_DEVICE)).cpu(), mask_intersections_reference(masks))
 
 
 def test_generic_and_vector_cpu_paths_agree(tmp_path):

@@ -163,8 +163,10 @@ def test_opcheck_and_compile():
     require_backend("triton", TRITON_DEVICE, "matrix_nms_decay")
     from visolo_fast.triton.matrix_nms import matrix_nms_decay_triton  # registers the op
 
-    assert matrix_nms_decay_triton is not None
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     args = (inter.to(TRITON_DEVICE), labels.to(TRITON_DEVICE), scores.to(TRITON_DEVICE), "gaussian", 2.0)
     torch.library.opcheck(torch.ops.visolo_fast.matrix_nms_decay_triton.default, args,
                           test_utils=checks if backends.triton_interpreted() else checks + ("test_aot_dispatch_dynamic",))
+    # the op as registered, called by itself (not through matrix_nms' dispatch), decays as the reference
+    torch.testing.assert_close(matrix_nms_decay_triton(*args).cpu(), matrix_nms_reference(masks, labels, scores),
+                               rtol=1e-6, atol=1e-7, equal_nan=True)

@@ -152,7 +152,9 @@ def test_opcheck_and_compile():
     require_backend("triton", TRITON_DEVICE, "memory_read")
     from visolo_fast.triton.memory_read import memory_read_triton  # registers the op
 
-    assert memory_read_triton is not None
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.visolo_fast.memory_read_triton.default, [a.to(TRITON_DEVICE) for a in args],
                           test_utils=checks if backends.triton_interpreted() else checks + ("test_aot_dispatch_dynamic",))
+    # the op as registered, called by itself (not through memory_read's dispatch), computes the reference
+    got = memory_read_triton(*[a.to(TRITON_DEVICE) for a in args])
+    assert (got.cpu().double() - memory_read_reference(*[a.double() for a in args])).abs().max() <= ATOL[torch.float32]

@@ -85,10 +85,13 @@ def test_opcheck():
     require_backend("triton", TRITON_DEVICE, "resize_masks")
     from visolo_fast.triton.resize_masks import resize_masks_triton  # registers the op
 
-    assert resize_masks_triton is not None
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.visolo_fast.resize_masks_triton.default, (masks.to(TRITON_DEVICE), [5, 7], 0.5),
                           test_utils=checks if backends.triton_interpreted() else checks + ("test_aot_dispatch_dynamic",))
+    # the op as registered, called by itself (not through resize_masks' dispatch), resizes as the official code
+    want, values = official(masks, (5, 7))
+    differ = resize_masks_triton(masks.to(TRITON_DEVICE), [5, 7], 0.5).cpu() != want
+    assert not (differ & ((values - 0.5).abs() > 1e-6)).any()
 
 
 def test_torch_compile_fullgraph():
