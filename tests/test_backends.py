@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 import visolo_fast as vf
@@ -61,3 +62,23 @@ def test_package_runs_without_the_extension():
     assert done.returncode == 0, done.stderr
     assert "visolo_fast._C is not importable" in done.stdout
     assert "pip install --no-build-isolation -e ." in done.stdout
+
+
+def test_backend_unavailable_carries_the_backend_and_the_reason():
+    import pickle
+
+    with pytest.raises(vf.BackendUnavailable) as info:
+        backends.resolve("cuda", torch.device("cpu"), "grid_weight", ("cuda",))
+    exc = info.value
+    assert (exc.op, exc.backend, exc.implemented) == ("grid_weight", "cuda", True)
+    assert exc.reason == backends.why_unavailable("cuda", torch.device("cpu"), "grid_weight")
+    assert str(exc) == f"grid_weight: backend 'cuda' is unavailable: {exc.reason}"  # the message as it was
+    with pytest.raises(vf.BackendUnavailable) as info:
+        backends.resolve("cpp", torch.device("cpu"), "matrix_nms_decay", ())
+    exc = info.value
+    assert (exc.backend, exc.implemented) == ("cpp", False)
+    assert str(exc) == "matrix_nms_decay: backend 'cpp' is not implemented for this op (it has ('reference',))"
+    # Ray hands a worker's exceptions back pickled: the fields come through
+    back = pickle.loads(pickle.dumps(exc))
+    assert (back.op, back.backend, back.reason, back.implemented, str(back)) == \
+        (exc.op, exc.backend, exc.reason, exc.implemented, str(exc))

@@ -29,7 +29,23 @@ BUILD_HINT = "build it with `pip install --no-build-isolation -e .` in the repos
 
 
 class BackendUnavailable(RuntimeError):
-    """A backend was asked for that cannot run here; the message says why and how to fix it."""
+    """A backend was asked for that cannot run here; the message says why and how to fix it.
+
+    Attributes:
+        op: the op that asked for it.
+        backend: the backend asked for (``cpp``, ``cuda``, ``triton``).
+        reason: why it cannot run, and how to fix it: the message without the op's name.
+        implemented: False when the op has no implementation for that backend at all (no
+            build or device would help), True when it has one that cannot run here.
+    """
+
+    def __init__(self, op: str, backend: str, reason: str, implemented: bool = True):
+        self.op, self.backend, self.reason, self.implemented = op, backend, reason, implemented
+        state = "is unavailable: " if implemented else "is "
+        super().__init__(f"{op}: backend {backend!r} {state}{reason}")
+
+    def __reduce__(self):  # NB: pickled with its fields (Ray hands a worker's exceptions back), not the message
+        return type(self), (self.op, self.backend, self.reason, self.implemented)
 
 
 @functools.cache
@@ -120,10 +136,11 @@ def resolve(backend: str, device: torch.device, op: str, implemented: tuple[str,
                 return candidate
         return "reference"
     if backend != "reference" and backend not in implemented:
-        raise BackendUnavailable(f"{op}: backend {backend!r} is not implemented for this op (it has {('reference',) + implemented})")
+        raise BackendUnavailable(op, backend, f"not implemented for this op (it has {('reference',) + implemented})",
+                                 implemented=False)
     reason = why_unavailable(backend, device, op)
     if reason is not None:
-        raise BackendUnavailable(f"{op}: backend {backend!r} is unavailable: {reason}")
+        raise BackendUnavailable(op, backend, reason)
     return backend
 
 
