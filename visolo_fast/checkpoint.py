@@ -9,9 +9,14 @@ twice); those duplicates must equal their ``model.Tracking_branch.`` twins and a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
+import pickletools
 import re
+import struct
+import zipfile
 from collections.abc import Mapping
 
 import torch
@@ -30,8 +35,8 @@ _CLASS_KEY = "Category_branch_post.pred.weight"
 class CheckpointError(ValueError):
     """A file that cannot be loaded as a VISOLO checkpoint; the message names the file and the keys.
 
-    ``needs_trust`` is True when the file is readable but holds pickled Python objects that a
-    weights-only load refuses (``trusted=True`` would load it); ``detail`` is the message
+    ``needs_trust`` is True when the file is a whole PyTorch checkpoint (by its structure: a
+    torch.save zip or legacy pickle) that holds pickled Python objects a weights-only load refuses (``trusted=True`` would load it); ``detail`` is the message
     without the advice on what to do, for callers that give their own (the CLI's ``--trusted``).
     """
 
@@ -58,7 +63,24 @@ def _check_file(path: str) -> None:
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: not a regular file (expected a .pth/.pt file written by torch.save)")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: an empty file (0 bytes)")
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint: an empty file (0 bytes)")
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, refused at once (before the file is read) if torch cannot
+    reach it: torch's own error would come only when the weights move there, as a driver error."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"load_model: device={device!r} is not a device: {_first_sentence(exc)}") from None
+    if device.type == "cuda":
+        build = f"torch {torch.__version__}, {'CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'}"
+        if not torch.cuda.is_available():
+            raise ValueError(f"load_model: device={str(device)!r}: no GPU is visible to torch ({build}); use device='cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"load_model: device={str(device)!r}: torch sees {torch.cuda.device_count()} GPU(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def _size(n: int) -> str:
@@ -74,35 +96,95 @@ def _first_sentence(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {sentence}" if sentence and sentence != "''" else type(exc).__name__
 
 
+class _NoGlobals(pickle.Unpickler):
+    """An unpickler of plain values only: it imports and calls nothing."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"a global {module}.{name}")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("a persistent id")
+
+
+def _torch_format(path: str) -> str | None:
+    """How torch.save wrote ``path``, from its structure: ``"zip"`` (torch >= 1.6: a zip whose
+    first entry, or any entry, is ``<name>/data.pkl``), ``"legacy"`` (a pickle whose first
+    object is torch's magic number), or None: not written by torch.save."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if head.startswith(b"PK\x03\x04") and len(head) >= 30:
+        # the first local file header names its entry: torch writes data.pkl first, so this
+        # holds even when the file is cut short before the zip's directory at its end
+        name_length = struct.unpack_from("<H", head, 26)[0]
+        if head[30:30 + name_length].endswith(b"/data.pkl"):
+            return "zip"
+        if zipfile.is_zipfile(path):
+            with contextlib.suppress(zipfile.BadZipFile, OSError):
+                with zipfile.ZipFile(path) as z:
+                    if any(re.fullmatch(r"[^/]+/data\.pkl", n) for n in z.namelist()):
+                        return "zip"
+        return None
+    try:
+        # NB: from the first 256 bytes only, so a stray length field cannot make it read far
+        magic = _NoGlobals(io.BytesIO(head)).load()
+    except Exception:  # noqa: BLE001 -- any bytes: pickle raises UnpicklingError, EOFError, ValueError, ...
+        return None
+    return "legacy" if type(magic) is int and magic == torch.serialization.MAGIC_NUMBER else None
+
+
+def _main_pickle_parses(path: str, form: str) -> bool:
+    """Whether the pickle of the checkpoint's objects (``data.pkl``, or a legacy file's fourth
+    pickle) is whole: opcode by opcode to its STOP, without running it."""
+    try:
+        if form == "zip":
+            with zipfile.ZipFile(path) as z:
+                name = next(n for n in z.namelist() if re.fullmatch(r"[^/]+/data\.pkl", n))
+                stream = io.BytesIO(z.read(name))
+        else:
+            stream = open(path, "rb")
+        with stream:
+            for _ in range(1 if form == "zip" else 4):  # legacy: magic number, protocol, system info, objects
+                for _ in pickletools.genops(stream):
+                    pass
+        return True
+    except Exception:  # noqa: BLE001 -- a damaged file: zipfile, zlib, pickletools raise many kinds
+        return False
+
+
 def _read(path: str, trusted: bool) -> object:
     _check_file(path)
     try:
         # NB: weights_only refuses arbitrary pickled objects, so loading a file cannot run its code.
         return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as exc:
-        if trusted or "weights only load failed" not in str(exc).lower():
-            raise CheckpointError(_unreadable(path, exc)) from exc
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
-        what = f"a pickled {found.group(1)}" if found else "pickled Python objects other than tensors and containers"
-        detail = f"{path}: not a readable PyTorch checkpoint without trusting it: it holds {what}, which a weights-only load refuses"
-        raise CheckpointError(f"{detail}; {TRUST_HINT}", needs_trust=True, detail=detail) from exc
-    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, ... for bad files
-        raise CheckpointError(_unreadable(path, exc)) from exc
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ... for bad files
+        form = _torch_format(path)
+        # Trusting the file is the advice only for a whole torch checkpoint that the weights-only
+        # load refused: random bytes make the weights-only unpickler fail too.
+        if (not trusted and form is not None and isinstance(exc, pickle.UnpicklingError)
+                and "weights only load failed" in str(exc).lower() and _main_pickle_parses(path, form)):
+            found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+            what = f"a pickled {found.group(1)}" if found else "pickled Python objects other than tensors and containers"
+            detail = (f"{path}: not a readable PyTorch checkpoint without trusting it: it holds {what}, "
+                      f"which a weights-only load refuses")
+            raise CheckpointError(f"{detail}; {TRUST_HINT}", needs_trust=True, detail=detail) from exc
+        raise CheckpointError(_unreadable(path, form, exc)) from exc
 
 
-def _unreadable(path: str, exc: BaseException) -> str:
-    """One line: what torch.load wanted, what the file looks like, torch's first sentence."""
+def _unreadable(path: str, form: str | None, exc: BaseException) -> str:
+    """One line: what the file is, and torch's first sentence if it is torch's."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
         size = os.path.getsize(path)
     except OSError as err:
         return f"{path}: cannot read the file: {err.strerror or err}"
-    expected = f"{path}: not a readable PyTorch checkpoint: expected a file written by torch.save, got"
-    if head.startswith(b"PK\x03\x04"):  # torch.save's format since torch 1.6
-        return f"{expected} a zip archive of {_size(size)} that torch cannot read, truncated or damaged? ({_first_sentence(exc)})"
-    if head[:1] == b"\x80":  # a pickle: torch.save's legacy format
-        return f"{expected} a pickle of {_size(size)} that torch cannot read, truncated or damaged? ({_first_sentence(exc)})"
+    if form is not None:
+        what = "a zip archive" if form == "zip" else "a pickle"
+        return (f"{path}: not a readable PyTorch checkpoint: expected a file written by torch.save, got {what} of "
+                f"{_size(size)} that torch cannot read, truncated or damaged? ({_first_sentence(exc)})")
+    expected = f"{path}: not a PyTorch checkpoint: expected a file written by torch.save, got"
+    if head.startswith(b"PK\x03\x04"):
+        return f"{expected} a zip archive of {_size(size)} without a data.pkl"
     return f"{expected} {_size(size)} of something else (it starts with {head!r})"
 
 
@@ -156,7 +238,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", num_
 
     Args:
         path: the checkpoint file.
-        device: where the network goes.
+        device: where the network goes; a GPU that torch cannot see is refused (ValueError)
+            before the file is read.
         num_classes: if given, the checkpoint must have that many classes; by default it is
             read off the category head (40 for YouTube-VIS, 80 for COCO pre-training).
         config: the inference settings (thresholds...); its ``num_classes`` is replaced by the
@@ -169,7 +252,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", num_
     Raises:
         CheckpointError: the file is missing, unreadable, truncated, not a checkpoint, or its
             keys or shapes do not match the network; nothing is loaded half-way.
+        ValueError: ``device`` is not one torch can reach here (a GPU where it sees none).
     """
+    device = _check_device(device)
     path = os.fspath(path)
     raw = _read(path, trusted)
     if isinstance(raw, Mapping) and raw.get("format") == FORMAT:

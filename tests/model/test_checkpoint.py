@@ -4,6 +4,7 @@ of the spec's list) and our own format: what loads, and every way loading must r
 import ast
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,10 +149,54 @@ def test_truncated_file(tmp_path, official_file, legacy):
 @pytest.mark.parametrize("content", [b"hello, I am a text file\n", b""], ids=["text", "empty"])
 def test_not_a_checkpoint(tmp_path, content):
     (tmp_path / "x.pth").write_bytes(content)
-    with pytest.raises(vf.CheckpointError, match=r"x.pth: not a readable PyTorch checkpoint") as info:
+    with pytest.raises(vf.CheckpointError, match=r"x.pth: not a PyTorch checkpoint") as info:
         vf.load_model(tmp_path / "x.pth")
     what = "it starts with b'hello, I" if content else "an empty file (0 bytes)"
     assert what in one_line(info.value) and "trusted" not in str(info.value)
+
+
+def random_bytes(seed: int, head: bytes = b"") -> bytes:
+    return head + np.random.default_rng(seed).integers(0, 256, 500 + 300 * seed, dtype=np.uint8).tobytes()
+
+
+# Random bytes: the weights-only unpickler refuses them as it refuses a checkpoint's pickled
+# objects ("Weights only load failed"); heads that look like a pickle, torch's magic number
+# or a zip make them look more like a checkpoint still.
+@pytest.mark.parametrize("seed,head", [(seed, b"") for seed in range(8)] + [
+    (8, b"\x80\x02"), (9, b"\x80\x02\x8a\x0a"), (10, b"PK\x03\x04"), (11, b"PK\x03\x04" + bytes(22) + b"\x08\x00")])
+def test_random_bytes_are_not_a_checkpoint(tmp_path, seed, head):
+    (tmp_path / "r.pth").write_bytes(random_bytes(seed, head))
+    for trusted in (False, True):
+        with pytest.raises(vf.CheckpointError, match=r"r.pth: not a PyTorch checkpoint: expected a file written by "
+                                                     r"torch.save, got ") as info:
+            vf.load_model(tmp_path / "r.pth", trusted=trusted)
+        assert "trusted" not in one_line(info.value) and not info.value.needs_trust
+
+
+def test_a_pickled_object_in_a_damaged_checkpoint_is_not_a_reason_to_trust_it(tmp_path):
+    """A torch.save zip whose data.pkl was damaged (bytes changed at its end, the zip intact):
+    whatever the weights-only load says of it, trusting the file would not make it whole."""
+    import zipfile
+
+    torch.save({"a": torch.zeros(3)}, tmp_path / "whole.pth")
+    with zipfile.ZipFile(tmp_path / "whole.pth") as z, zipfile.ZipFile(tmp_path / "bad.pth", "w") as out:
+        for item in z.infolist():
+            data = z.read(item)
+            out.writestr(item, data[:-3] + b"c\x00." if item.filename.endswith("/data.pkl") else data)
+    with pytest.raises(vf.CheckpointError, match=r"bad.pth: not a readable PyTorch checkpoint: .*a zip archive") as info:
+        vf.load_model(tmp_path / "bad.pth")
+    assert "trusted" not in one_line(info.value) and not info.value.needs_trust
+
+
+def test_a_gpu_that_torch_cannot_see_is_refused_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", torch.device("cuda:0")):
+        # at once: before the file is read (this one does not even exist)
+        with pytest.raises(ValueError, match=r"^load_model: device='cuda(:0)?': no GPU is visible to torch \(") as info:
+            vf.load_model(tmp_path / "absent.pth", device=device)
+        assert one_line(info.value).endswith("use device='cpu'")
+    with pytest.raises(ValueError, match=r"load_model: device='gpu' is not a device"):
+        vf.load_model(tmp_path / "absent.pth", device="gpu")
 
 
 @pytest.mark.parametrize("obj", [[1, 2, 3], {"weights": torch.zeros(2)}, {"model": 3}], ids=["list", "other-dict", "model-not-dict"])
