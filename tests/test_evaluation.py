@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from visolo_fast.evaluation import (IOU_THRESHOLDS, RECALL_THRESHOLDS, STAT_KEYS, EvaluationError, _areas, _Detection,
-                                   _GroundTruth, _track_ious, evaluate_ytvis, summary_lines)
+                                   _GroundTruth, _rle_problem, _track_ious, evaluate_ytvis,
+                                   summary_lines)
 
 
 def rle(mask: np.ndarray) -> dict:
@@ -382,6 +383,24 @@ def drop(key):
     (lambda e: e["segmentations"].__setitem__(0, [[0, 0, 2, 0, 2, 2]]),
      "results[3] (video_id 2): segmentations[0] is not a compressed RLE"),
     (lambda e: e["segmentations"][0].update(counts=[0, 20]), "results[3] (video_id 2): segmentations[0] is not a compressed RLE"),
+    (lambda e: e.update(score=float("nan")), "results[3] (video_id 2): score nan is not a finite number"),
+    (lambda e: e.update(score=float("inf")), "results[3] (video_id 2): score inf is not a finite number"),
+    # RLEs that pycocotools reads without a word, as some other mask (its runs are unsigned)
+    (lambda e: e["segmentations"][1].update(counts=e["segmentations"][1]["counts"][:-1]),
+     "results[3] (video_id 2): segmentations[1] is not an RLE pycocotools can decode: its runs cover 16 pixels, "
+     "the frame has 20"),
+    (lambda e: e["segmentations"][1].update(counts=e["segmentations"][1]["counts"] + "2"),
+     "segmentations[1] is not an RLE pycocotools can decode: its runs cover 22 pixels, the frame has 20"),
+    (lambda e: e["segmentations"][0].update(counts="0O"), "segmentations[0] is not an RLE pycocotools can decode: "
+                                                          "its run 1 is negative (-1)"),
+    (lambda e: e["segmentations"][0].update(counts="4€"), "segmentations[0] is not an RLE pycocotools can decode: "
+                                                          "its counts hold characters outside COCO's RLE alphabet"),
+    (lambda e: e["segmentations"][0].update(counts="4 "), "its counts hold characters outside COCO's RLE alphabet"),
+    (lambda e: e["segmentations"][0].update(counts="4P"), "segmentations[0] is not an RLE pycocotools can decode: "
+                                                          "its counts end inside a run (cut short?)"),
+    (lambda e: e["segmentations"][0].update(counts=""), "segmentations[0] is not an RLE pycocotools can decode: "
+                                                        "its counts are empty"),
+    (lambda e: e["segmentations"][0].update(counts="PPPPPPP0"), "its counts hold a run of more than 7 characters"),
 ])
 def test_bad_results_entry(change, message):
     annotations, results = hand_dataset()
@@ -389,6 +408,44 @@ def test_bad_results_entry(change, message):
     with pytest.raises(EvaluationError) as info:
         evaluate_ytvis(annotations, results)
     assert message in str(info.value)
+
+
+def test_a_damaged_rle_is_refused_not_scored():
+    """Perfect results with one RLE damaged: pycocotools would score it as some other mask
+    (AP below 1, without a word); refused, naming the entry and the frame."""
+    annotations, _ = hand_dataset()
+    results = [{"video_id": a["video_id"], "category_id": a["category_id"], "score": 1.0,
+                "segmentations": copy.deepcopy(a["segmentations"])} for a in annotations["annotations"]]
+    assert evaluate_ytvis(annotations, results)["AP"] == pytest.approx(1.0)
+    results[1]["segmentations"][1]["counts"] = results[1]["segmentations"][1]["counts"][:-1] + "1"
+    with pytest.raises(EvaluationError, match=r"^results\[1\] \(video_id 1\): segmentations\[1\] is not an RLE "
+                                              r"pycocotools can decode: its runs cover"):
+        evaluate_ytvis(annotations, results)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), height=st.integers(1, 40), width=st.integers(1, 40), count=st.integers(1, 5))
+def test_every_rle_pycocotools_writes_is_accepted(seed, height, width, count):
+    """Random masks (noise, blocks, empty, full), several at once; and any one character
+    changed is either refused or still an RLE that decodes to a whole frame."""
+    rng = np.random.default_rng(seed)
+    kinds = [lambda: rng.random((height, width)) < rng.random(), lambda: np.zeros((height, width), bool),
+             lambda: np.ones((height, width), bool),
+             lambda: block(slice(rng.integers(height), None), slice(rng.integers(width), None), (height, width))]
+    counts = [rle(kinds[rng.integers(len(kinds))]())["counts"] for _ in range(count)]
+    assert _rle_problem(counts, height * width) is None
+    assert _rle_problem([c.encode() for c in counts], height * width) is None
+    i = int(rng.integers(count))
+    text = list(counts[i])
+    text[rng.integers(len(text))] = chr(rng.integers(48, 112))
+    changed = counts[:i] + ["".join(text)] + counts[i + 1:]
+    problem = _rle_problem(changed, height * width)
+    if problem is None:
+        mask = mask_utils.decode({"size": [height, width], "counts": changed[i].encode()})
+        assert mask.shape == (height, width) and mask_utils.area(mask_utils.encode(mask)) == \
+            mask_utils.area({"size": [height, width], "counts": changed[i].encode()})
+    else:
+        assert problem[0] == i
 
 
 def test_bad_results():

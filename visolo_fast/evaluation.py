@@ -49,6 +49,7 @@ fails on it).
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 from collections import defaultdict
@@ -314,6 +315,8 @@ def _detections(results, videos: dict, categories: set) -> dict[tuple, list[_Det
                                   f"{sorted(categories)}")
         if not isinstance(score, numbers.Real):
             raise EvaluationError(f"{where}: score {score!r} is not a number")
+        if not math.isfinite(score):  # NB: NaN sorts anywhere: the ranking, so the AP, would be arbitrary
+            raise EvaluationError(f"{where}: score {score!r} is not a finite number")
         frames = _num_frames(video)
         if not isinstance(segms, list) or len(segms) != frames:
             got = f"{len(segms)} entries" if isinstance(segms, list) else f"a {type(segms).__name__}"
@@ -333,11 +336,82 @@ def _detections(results, videos: dict, categories: set) -> dict[tuple, list[_Det
                 raise EvaluationError(f"{where}: segmentations[{f}] has size {list(segm['size'])}, "
                                       f"the video's [height, width] is {size}")
             rles.append(segm)
+        frames_with_masks = [f for f, rle in enumerate(rles) if rle is not None]
+        problem = _rle_problem([rles[f]["counts"] for f in frames_with_masks], size[0] * size[1])
+        if problem:
+            raise EvaluationError(f"{where}: segmentations[{frames_with_masks[problem[0]]}] is not an RLE "
+                                  f"pycocotools can decode: {problem[1]}")
         areas = _areas(rles)
         nonzero = areas[areas != 0]  # the official's mean skips the frames of area 0 as well
         listed[video_id, category_id].append(
             _Detection(rles, areas, nonzero.mean() if nonzero.size else 0, float(score)))
     return listed
+
+
+def _rle_problem(counts: list[str | bytes], pixels: int) -> tuple[int, str] | None:
+    """The first of the ``counts`` strings of compressed COCO RLEs (frames of ``pixels``
+    pixels each) that is not one, and what is wrong with it; None if all are. pycocotools
+    decodes any string without a check (its runs are unsigned: a negative one wraps), so a
+    damaged one would score as some other mask.
+
+    The format (pycocotools' rleToString): each run as 5-bit groups, low first, in characters
+    48 + group, 0x20 set on all but a run's last character, whose 0x10 is the sign; from the
+    third run on, each is stored as its difference with the run two before. All the strings
+    are read at once (one numpy pass for a track).
+    """
+    alphabet = "its counts hold characters outside COCO's RLE alphabet ('0' to 'o')"
+    encoded = []
+    for i, text in enumerate(counts):
+        if isinstance(text, str) and not text.isascii():
+            return i, alphabet
+        encoded.append(text.encode("ascii") if isinstance(text, str) else bytes(text))
+        if not encoded[-1]:
+            return i, "its counts are empty"
+    if not encoded:
+        return None
+    ends = np.cumsum([len(e) for e in encoded])  # one past each string's last character
+    c = np.frombuffer(b"".join(encoded), np.uint8)
+    bad = (c < 48) | (c > 111)
+    if bad.any():
+        return int(np.searchsorted(ends, np.argmax(bad), side="right")), alphabet
+    c = c.astype(np.int64) - 48
+    last = (c & 0x20) == 0  # the last character of each run
+    if not last[ends - 1].all():
+        return int(np.argmin(last[ends - 1])), "its counts end inside a run (cut short?)"
+    # k: each character's group number in its run, the characters of the run before it
+    k = np.zeros(c.size, np.int64)
+    inside = np.ones(c.size, bool)
+    for j in range(1, 8):
+        inside[j:] &= ~last[:-j]
+        inside[:j] = False
+        if not inside.any():
+            break
+        if j == 7:  # NB: 7 groups hold 35 bits; more would overflow, and no frame has 2^31 pixels
+            return int(np.searchsorted(ends, np.argmax(inside), side="right")), \
+                "its counts hold a run of more than 7 characters"
+        k += inside
+    ends_of_runs = np.flatnonzero(last)
+    values = np.diff(np.cumsum((c & 0x1F) << (5 * k))[ends_of_runs], prepend=0)
+    negative = (c[last] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * (k[last][negative] + 1))
+    # Undo the differences: within a string, runs 1, 3, 5... and runs 2, 4, 6... are each a
+    # cumulative sum; run 0 stands alone.
+    owner = np.searchsorted(ends, ends_of_runs, side="right")  # the string of each run
+    starts = np.flatnonzero(np.diff(owner, prepend=-1))  # each string's first run
+    index = np.arange(values.size) - starts[owner]  # each run's index in its string
+    runs = values.copy()
+    for chain in (index % 2 == 1, (index % 2 == 0) & (index > 0)):
+        chained = np.where(chain, values, 0)
+        sums = np.cumsum(chained)
+        runs[chain] = (sums - (sums - chained)[starts][owner])[chain]
+    if (runs < 0).any():
+        at = int(np.argmax(runs < 0))
+        return int(owner[at]), f"its run {int(index[at])} is negative ({int(runs[at])})"
+    covered = np.bincount(owner, weights=runs, minlength=len(encoded))
+    if (covered != pixels).any():
+        at = int(np.argmax(covered != pixels))
+        return at, f"its runs cover {int(covered[at])} pixels, the frame has {pixels}"
+    return None
 
 
 def _track_ious(dts: list[_Detection], gts: list[_GroundTruth], frames: int) -> np.ndarray:
