@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+from visolo_fast.io.mp4 import Mp4Error, set_frame_size
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -222,18 +225,42 @@ def _reason(exc: BaseException) -> str:
 
 
 class VideoWriter:
-    """An mp4 written frame by frame from RGB uint8 frames (OpenCV, mp4v codec)."""
+    """An mp4 written frame by frame from RGB uint8 frames of ``size`` (height, width): OpenCV,
+    mp4v codec, the frames' exact size.
+
+    NB: OpenCV's FFmpeg writer drops the last column or row of a frame of odd width or height;
+    such frames are written padded by one column or row (a copy of the last) and the file
+    then declares the true size, which decoders crop to (:mod:`visolo_fast.io.mp4`). If the
+    file's layout cannot be rewritten, it keeps the padded size and ``notes`` says so.
+    """
 
     def __init__(self, path: str, fps: float, size: tuple[int, int]):
-        self.path = path
-        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+        self.path, self.size, self.notes = path, (int(size[0]), int(size[1])), set()
+        self._pad = (self.size[0] % 2, self.size[1] % 2)
+        coded = (self.size[1] + self._pad[1], self.size[0] + self._pad[0])  # OpenCV: (width, height)
+        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, coded)
         if not self._writer.isOpened():
             raise OSError(f"cannot write the video {path} (OpenCV VideoWriter, mp4v)")
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
+        if rgb.shape[:2] != self.size:
+            raise ValueError(f"VideoWriter: frames of {self.path} are {self.size[0]} x {self.size[1]}, "
+                             f"got {rgb.shape[0]} x {rgb.shape[1]}")
+        if any(self._pad):
+            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def close(self) -> None:
+        if self._writer is None:
+            return
         self._writer.release()
+        self._writer = None
+        if any(self._pad) and self.frames:
+            try:
+                set_frame_size(self.path, *self.size)
+            except (Mp4Error, IndexError, struct.error) as exc:
+                self.notes.add(f"{self.path} is {self.size[0] + self._pad[0]} x {self.size[1] + self._pad[1]}, "
+                               f"the frames {self.size[0]} x {self.size[1]} with their last row or column repeated "
+                               f"(the codec's header could not be set to the odd size: {exc})")
