@@ -253,11 +253,98 @@ def test_options_are_refused_before_the_model_is_made(tmp_path, options, message
     assert message in refused_line(capsys) and not (tmp_path / "d").exists()
 
 
-def test_a_backend_that_fails_while_running_is_named_as_the_option():
-    exc = BackendUnavailable("add_coords: backend 'cuda' is unavailable: visolo_fast._C was built without CUDA kernels")
+def test_a_backend_that_fails_while_running_is_named_as_the_option(tmp_path, weights, video, capsys, monkeypatch):
+    # from the exception's fields, whatever the op's name looks like (the dispatcher's "visolo_fast::...")
+    exc = BackendUnavailable("visolo_fast::grid_weight", "cuda", "visolo_fast._C was built without CUDA kernels")
     assert cli._backend_message("cuda", exc) == "--backend cuda: visolo_fast._C was built without CUDA kernels"
-    exc = BackendUnavailable("matrix_nms_decay: backend 'cpp' is not implemented for this op (it has ('reference',))")
-    assert "matrix_nms" not in cli._backend_message("cpp", exc) and cli._backend_message("cpp", exc).startswith("--backend cpp: ")
+    exc = BackendUnavailable("matrix_nms_decay", "cpp", "not implemented for this op (it has ('reference',))",
+                             implemented=False)
+    assert cli._backend_message("cpp", exc) == ("--backend cpp: a step of the network has no cpp implementation; "
+                                                "use --backend auto")
+    real_step = Tracker.step
+
+    def step(self, frame):
+        if self.num_frames == 2:
+            raise BackendUnavailable("visolo_fast::grid_weight", "cpp", "the compiled extension visolo_fast._C is "
+                                     "not importable (no module); rebuild it")
+        return real_step(self, frame)
+
+    monkeypatch.setattr(Tracker, "step", step)
+    out = tmp_path / "out"
+    assert main(["segment", video, "--weights", weights, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --backend auto: the compiled extension visolo_fast._C is not importable (no module); rebuild it; "
+        f"stopped there: {out / 'overlay.mp4'}, {out / 'results.json'} cover frames 0..1 only (2 of 8 frames)")
+
+
+def frames_folder(path: pathlib.Path, count: int, height: int = H, width: int = W) -> str:
+    path.mkdir()
+    for i, frame in enumerate(sample_frames(count, height, width)):
+        Image.fromarray(frame).save(path / f"{i}.png")
+    return str(path)
+
+
+def test_a_reused_out_folder_holds_one_runs_files(tmp_path, weights, capsys):
+    four, two, out = frames_folder(tmp_path / "four", 4), frames_folder(tmp_path / "two", 2), tmp_path / "out"
+    masks = out / "masks"
+
+    def segment(frames, *options):
+        return main(["segment", frames, "--weights", weights, "--out", str(out), *options])
+
+    assert segment(four, "--save-masks") == 0 and len(os.listdir(masks)) == 4
+    capsys.readouterr()
+    assert segment(two, "--save-masks") == 0
+    assert sorted(os.listdir(masks)) == ["000000.png", "000001.png"]  # not the first run's 000002, 000003
+    assert f"note: removed the 4 mask PNGs of an earlier run from {masks}/" in capsys.readouterr().out
+    assert len(read_video(str(out / "overlay.mp4"))) == 2
+    assert all(len(e["segmentations"]) == 2 for e in json.loads((out / "results.json").read_text()))
+    # files that visolo_fast did not write stay: one of another name, and one of a mask's name,
+    # which --save-masks would overwrite: refused, naming it
+    (masks / "notes.txt").write_text("mine")
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(masks / "000007.png")
+    mine = (masks / "000007.png").read_bytes()
+    assert segment(two, "--save-masks") == 2
+    assert refused_line(capsys) == (f"error: --save-masks: {masks} holds files named as this run's masks that "
+                                    f"visolo_fast did not write (1, such as {masks / '000007.png'}), which it would "
+                                    f"overwrite; use another --out, or move them")
+    assert len(os.listdir(masks)) == 4  # refused before anything was touched
+    # without --save-masks, the earlier run's masks go as well
+    assert segment(two) == 0
+    assert sorted(os.listdir(masks)) == ["000007.png", "notes.txt"] and (masks / "000007.png").read_bytes() == mine
+
+
+def test_an_odd_frame_size_is_kept(tmp_path, weights, capsys):
+    """OpenCV's writer rounds odd sizes down to even (161 x 121 became 160 x 120): the overlay
+    has the frames' size, read back with OpenCV."""
+    out = tmp_path / "out"
+    # (and --out with a trailing separator: the messages name the files without a doubled one)
+    assert main(["segment", frames_folder(tmp_path / "odd", 3, 61, 81), "--weights", weights,
+                 "--out", f"{out}{os.sep}.{os.sep}{os.sep}"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'overlay.mp4'}, {out / 'results.json'}" in printed and os.sep * 2 not in printed
+    back = read_video(str(out / "overlay.mp4"))
+    assert len(back) == 3 and back[0].shape == (61, 81, 3)
+    for height, width in [(61, 81), (61, 80), (60, 81), (60, 80)]:
+        path = str(tmp_path / f"{height}x{width}.mp4")
+        frames = sample_frames(3, height, width)
+        writer = VideoWriter(path, 10.0, (height, width))
+        for frame in frames:
+            writer.write(frame)
+        writer.close()
+        assert not writer.notes
+        back = [cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for image in read_video(path)]
+        assert [b.shape for b in back] == [(height, width, 3)] * 3
+        # the same picture (mp4v is lossy): the last row and column too
+        for a, b in zip(frames, back):
+            assert np.abs(a.astype(int) - b).mean() < 8
+            assert np.abs(a[-1].astype(int) - b[-1]).mean() < 12 and np.abs(a[:, -1].astype(int) - b[:, -1]).mean() < 12
+
+
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["demo", "--frames", "1", "--device", "cuda", "--out", str(tmp_path / "d")]) == 2
+    assert refused_line(capsys).startswith("error: --device cuda: torch sees no GPU here (torch ")
+    assert not (tmp_path / "d").exists()
 
 
 def jpeg(frame) -> bytes:
@@ -320,11 +407,20 @@ def test_a_folder_is_checked_before_the_first_frame(tmp_path, capfd, monkeypatch
 
 
 def test_ctrl_c_before_the_first_frame_leaves_no_empty_video(tmp_path, weights, video, capsys, monkeypatch):
-    monkeypatch.setattr(FrameSource, "__iter__", _interrupt)
     out = tmp_path / "out"
-    assert main(["segment", video, "--weights", weights, "--out", str(out)]) == 130
+    assert main(["segment", frames_folder(tmp_path / "two", 2), "--weights", weights, "--out", str(out),
+                 "--save-masks"]) == 0
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    monkeypatch.setattr(FrameSource, "__iter__", _interrupt)
+    # a folder that was there: left as it was (the earlier run's files too)
+    assert main(["segment", video, "--weights", weights, "--out", str(out), "--save-masks"]) == 130
     assert "interrupted before the first frame was finished: nothing written" in capsys.readouterr().out
-    assert not (out / "overlay.mp4").exists() and not (out / "results.json").exists()
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    # a folder the run made (and its parents): gone
+    new = tmp_path / "new" / "out"
+    assert main(["segment", video, "--weights", weights, "--out", str(new)]) == 130
+    assert "nothing written" in capsys.readouterr().out
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_video_shorter_than_it_declares_gets_a_note(video):
@@ -382,6 +478,14 @@ def test_weights_errors_name_the_option(tmp_path, weights, video, capsys, monkey
     line = refused_line(capsys)
     assert line.startswith(f"error: --weights {tmp_path / 'cut.pt'}: not a readable PyTorch checkpoint: expected a file "
                            "written by torch.save, got a zip archive") and "trusted" not in line
+    # random bytes: not a checkpoint, and no advice to trust them (the weights-only load refuses them as it
+    # refuses pickled objects)
+    for seed in range(3):
+        (tmp_path / "random.pt").write_bytes(np.random.default_rng(seed).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+        assert main(["segment", video, "--weights", str(tmp_path / "random.pt"), *out]) == 2
+        line = refused_line(capsys)
+        assert line.startswith(f"error: --weights {tmp_path / 'random.pt'}: not a PyTorch checkpoint: expected a file "
+                               "written by torch.save, got 2000 bytes of something else") and "trusted" not in line
     torch.save({**torch.load(weights, weights_only=True), "made_by": _Payload()}, tmp_path / "pickled.pt")
     assert main(["segment", video, "--weights", str(tmp_path / "pickled.pt"), *out]) == 2
     assert refused_line(capsys) == (f"error: --weights {tmp_path / 'pickled.pt'}: not a readable PyTorch checkpoint without "

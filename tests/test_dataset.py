@@ -139,9 +139,10 @@ def test_ctrl_c_keeps_the_finished_videos_and_a_rerun_finishes(shapes, weights, 
 
     monkeypatch.setattr(dataset_mode, "segment_ytvis_video", interrupted_on_the_second)
     out = tmp_path / "out"
-    assert ytvis(*shapes, weights, out) == 130
+    assert ytvis(*shapes, weights, f"{out}{os.sep}") == 130  # (a trailing separator: not doubled in the messages)
     text = capsys.readouterr().out
     assert "interrupted: 1 of 3 videos" in text and "not ready for the servers" in text
+    assert f"in {out / 'videos.jsonl'}," in text and os.sep * 2 not in text
     assert [r["video_id"] for r in load(out / "results.json")] == [1] * len(
         [r for r in full_run[1] if r["video_id"] == 1])
     monkeypatch.setattr(dataset_mode, "segment_ytvis_video", real)
@@ -241,6 +242,25 @@ def test_ray_gives_the_single_process_results(shapes, weights, full_run, tmp_pat
     assert sorted(done) == [1, 2, 3], "every video once, in the order they finished"
 
 
+def test_the_recorded_results_are_the_video_results(weights):
+    """A stream's results recorded frame by frame (ResultsRecorder, as the CLI and the dataset
+    mode write them) are the whole video's (to_ytvis of Tracker.video_result): one entry per
+    track, written once."""
+    from visolo_fast.io import ResultsRecorder, to_ytvis
+    from visolo_fast.sample import sample_frames
+
+    tracker = vf.Tracker(vf.load_model(weights), output_size=(36, 64), keep_video=True)
+    recorder = ResultsRecorder()
+    assert recorder.results(tracker, 7) == []
+    for frame in sample_frames(4, 72, 128):
+        recorder.add(tracker.step(frame))
+    categories = tuple(range(100, 140))
+    entries = recorder.results(tracker, 7, categories)
+    video = tracker.video_result()
+    assert entries and entries == to_ytvis(video.scores, video.labels, video.masks, 7, categories)
+    assert all(100 <= e["category_id"] < 140 and e["video_id"] == 7 for e in entries)
+
+
 def test_shapes_command_writes_a_dataset(tmp_path, capsys):
     assert main(["shapes", str(tmp_path / "d"), "--videos", "2", "--frames", "3", "--size", "32x48"]) == 0
     gt = load(tmp_path / "d" / "annotations.json")
@@ -267,6 +287,31 @@ def test_evaluate_and_ray_mistakes_name_the_option(shapes, weights, tmp_path, ca
                                                     "segmentations": []}]))
     assert main(["evaluate", "--annotations", annotations, "--results", str(tmp_path / "bad.json")]) == 2
     assert "error: --results[0] (video_id 9): the annotations have no video with that id" in capsys.readouterr().err
+    # an empty list: said, not scored as AP 0 (or -1)
+    (tmp_path / "empty.json").write_text("[]")
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as z:
+        z.writestr("results.json", "[]")
+    for path in (tmp_path / "empty.json", tmp_path / "empty.zip"):
+        assert main(["evaluate", "--annotations", annotations, "--results", str(path)]) == 2
+        printed = capsys.readouterr()
+        assert printed.err == (f"error: --results {path}: an empty list, no results to score (a run that finished no "
+                               f"video, or found no track in any)\n") and "Average" not in printed.out
+    # NaN scores and RLEs pycocotools cannot decode: the entry named
+    gt = load(annotations)
+    perfect = [{"video_id": a["video_id"], "category_id": a["category_id"], "score": 1.0,
+                "segmentations": a["segmentations"]} for a in gt["annotations"]]
+    perfect[2]["score"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(perfect))
+    assert main(["evaluate", "--annotations", annotations, "--results", str(tmp_path / "nan.json")]) == 2
+    video = perfect[2]["video_id"]
+    assert f"error: --results[2] (video_id {video}): score nan is not a finite number" in capsys.readouterr().err
+    perfect[2]["score"] = 1.0
+    frame = next(f for f, rle in enumerate(perfect[2]["segmentations"]) if rle)
+    perfect[2]["segmentations"][frame]["counts"] += "0"
+    (tmp_path / "rle.json").write_text(json.dumps(perfect))
+    assert main(["evaluate", "--annotations", annotations, "--results", str(tmp_path / "rle.json")]) == 2
+    assert (f"error: --results[2] (video_id {video}): segmentations[{frame}] is not an RLE pycocotools can decode"
+            in capsys.readouterr().err)
 
     assert ytvis(annotations, images, weights, tmp_path / "out", "--ray-workers", "2") == 2
     assert "--ray-workers: it sizes a Ray run, and no --ray was given" in capsys.readouterr().err

@@ -4,27 +4,27 @@ YouTube-VIS dataset), ``evaluate`` (its AP), ``shapes`` (a small dataset to try 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 import visolo_fast as vf
 from visolo_fast import backends
 from visolo_fast.checkpoint import _check_file
 from visolo_fast.classes import BUILT_IN, load_classes
-from visolo_fast.io import FrameSource, InputError, ResultsRecorder, VideoWriter
+from visolo_fast.io import FrameSource, InputError
+from visolo_fast.io.outputs import MASKS, RunOutputs, mask_files
 from visolo_fast.io.video import quiet_opencv
-from visolo_fast.viz import draw_overlay
 
 
 class UserError(Exception):
@@ -126,6 +126,12 @@ def _check_options(args) -> None:
         except vf.CheckpointError as exc:
             raise UserError(f"--weights {exc}") from None
     _check_out(args.out)
+    if getattr(args, "save_masks", False):
+        _, others = mask_files(args.out)
+        if others:
+            raise UserError(f"--save-masks: {os.path.join(args.out, MASKS)} holds files named as this run's masks "
+                            f"that visolo_fast did not write ({len(others)}, such as {others[0]}), which it would "
+                            f"overwrite; use another --out, or move them")
     if args.dtype == torch.float16 and device.type == "cpu":
         print("note: --dtype float16 on the CPU: its convolutions are far slower than float32 on most CPUs "
               "(bfloat16 is the fast reduced precision there)")
@@ -173,57 +179,53 @@ def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
     return net
 
 
-def _output_dir(path: str) -> str:
+@contextlib.contextmanager
+def _output_folder(path: str) -> Iterator[str]:
+    """Makes the output folder (and its missing parents) and checks that it is writable; on
+    the way out, whatever happened, removes the folders it made that are still empty (a run
+    stopped before its first file leaves no empty folder; one that was there is left as it was)."""
+    made, parent = [], os.path.abspath(path)
+    while not os.path.exists(parent):
+        made.append(parent)  # deepest first
+        parent = os.path.dirname(parent)
     try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".visolo_fast_write_test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise UserError(f"--out: cannot write to {path}: {exc.strerror or exc}") from None
-    return path
+        try:
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, ".visolo_fast_write_test")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as exc:
+            raise UserError(f"--out: cannot write to {path}: {exc.strerror or exc}") from None
+        yield path
+    finally:
+        for folder in made:
+            try:
+                os.rmdir(folder)  # NB: only an empty folder is removed
+            except OSError:
+                break
 
 
-def _save_masks(path: str, result, size: tuple[int, int]) -> None:
-    """An indexed PNG: pixel value = track id + 1 of the best-scored instance there, 0 where
-    no track (16-bit past 255 tracks)."""
-    ids = np.zeros(size, dtype=np.int64)
-    # NB: instances come best first; painted in reverse, the best ends on top
-    for track, mask in reversed(list(zip(result.track_ids.tolist(), result.masks.cpu().numpy()))):
-        ids[mask] = track + 1
-    if ids.max() < 256:
-        image = Image.fromarray(ids.astype(np.uint8), mode="P")
-        palette = [0, 0, 0] + [c for t in range(255) for c in vf.viz.track_colour(t)]
-        image.putpalette(palette)
-    else:
-        image = Image.fromarray(ids.astype(np.uint16))
-    image.save(path)
+def _tidy(path: str) -> str:
+    """``path`` as given, without repeated or trailing separators or ``.`` parts, for messages
+    and the file names made from it (``..`` is kept: after a link it is not the folder above)."""
+    parts = [part for part in path.split(os.sep) if part not in ("", ".")]
+    return (os.sep if path.startswith(os.sep) else "") + os.sep.join(parts) or "."
 
 
-def _backend_message(backend: str, exc: Exception) -> str:
+def _backend_message(backend: str, exc: vf.BackendUnavailable) -> str:
     """A BackendUnavailable raised while running, in the command line's words (not an op's name)."""
-    found = re.match(r"[\w.]+: backend '[^']*' is unavailable: (.*)", str(exc), re.S)
-    if found:
-        return f"--backend {backend}: {found.group(1)}"
-    if "is not implemented for this op" in str(exc):
+    if not exc.implemented:
         return f"--backend {backend}: a step of the network has no {backend} implementation; use --backend auto"
-    return f"--backend {backend}: {exc}"
-
-
-def _open_writer(path: str, fps: float, size: tuple[int, int]) -> VideoWriter:
-    try:
-        return VideoWriter(path, fps, size)
-    except OSError as exc:
-        raise UserError(f"--out: {exc}") from None
+    return f"--backend {backend}: {exc.reason}"
 
 
 def _run(net, source, args, class_names, out_dir: str) -> int:
     """Streams `source` through a tracker; writes the overlay, results.json and the masks.
 
-    The overlay is opened with the first finished frame (an interrupted start leaves no empty
-    mp4). A frame that cannot be read stops the run: what was finished before it is written,
-    and the error says which frames the files cover.
+    The files are made with the first finished frame (an interrupted start leaves the folder
+    as it was). A frame that cannot be read stops the run: what was finished before it is
+    written, and the error says which frames the files cover.
     """
     device = next(net.parameters()).device
     size = tuple(args.output_size) if args.output_size else tuple(source.size)
@@ -232,31 +234,9 @@ def _run(net, source, args, class_names, out_dir: str) -> int:
                              cuda_graphs=args.cuda_graphs)
     except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
         raise UserError(str(exc)) from None
-    overlay_path, results_path = os.path.join(out_dir, "overlay.mp4"), os.path.join(out_dir, "results.json")
-    masks_dir = os.path.join(out_dir, "masks")
-    writer: VideoWriter | None = None  # opened with the first finished frame
-    recorder = ResultsRecorder()
-    start, done, interrupted = time.perf_counter(), 0, False
+    outputs = RunOutputs(out_dir, source.fps, size, class_names, args.save_masks)
+    start, interrupted = time.perf_counter(), False
     unreadable: list[InputError] = []  # the frame that ended the stream early, if one did
-
-    def emit(frame: np.ndarray, result) -> None:
-        """Writes a frame's overlay, masks and results as soon as its step returns."""
-        nonlocal done, writer
-        if frame.shape[:2] != size:
-            frame = np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
-        if writer is None:
-            writer = _open_writer(overlay_path, source.fps, size)
-            if args.save_masks:
-                os.makedirs(masks_dir, exist_ok=True)
-        writer.write(draw_overlay(frame, result.masks.cpu().numpy(), result.track_ids.tolist(), result.labels.tolist(),
-                                  result.scores.tolist(), class_names))
-        recorder.add(result)
-        if args.save_masks:
-            _save_masks(os.path.join(masks_dir, f"{result.index:06d}.png"), result, size)
-        done += 1
-        fps = done / (time.perf_counter() - start)
-        total = f"/{source.count}" if source.count else ""
-        print(f"\rframe {done}{total}  {fps:.2f} FPS  {tracker.num_tracks} tracks", end="", file=sys.stderr, flush=True)
 
     def frames():
         """The source's frames; one that cannot be read ends them (those before it are written)."""
@@ -266,15 +246,22 @@ def _run(net, source, args, class_names, out_dir: str) -> int:
             unreadable.append(exc)
 
     def written() -> str:
-        if not done:
+        if not outputs.frames:
             return "nothing was written (no frame was finished)"
-        files = f"{overlay_path}, {results_path}" + (f" and {masks_dir}/" if args.save_masks else "")
         of = f" of {source.count}" if source.count else ""
-        return f"{files} cover frames 0..{done - 1} only ({done}{of} frames)"
+        return f"{outputs.files()} cover frames 0..{outputs.frames - 1} only ({outputs.frames}{of} frames)"
 
     try:
         for frame in frames():
-            emit(frame, tracker.step(frame))
+            result = tracker.step(frame)
+            try:
+                outputs.add(frame, result)
+            except OSError as exc:
+                raise UserError(f"--out: {exc}; stopped there: {written()}") from None
+            fps = outputs.frames / (time.perf_counter() - start)
+            total = f"/{source.count}" if source.count else ""
+            print(f"\rframe {outputs.frames}{total}  {fps:.2f} FPS  {tracker.num_tracks} tracks", end="",
+                  file=sys.stderr, flush=True)
         tracker.flush()
     except KeyboardInterrupt:
         interrupted = True
@@ -288,20 +275,14 @@ def _run(net, source, args, class_names, out_dir: str) -> int:
         print(f"\nerror: stopped by the error below: {written()}", end="", file=sys.stderr)
         raise
     finally:
-        if writer is not None:
-            writer.close()
         print(file=sys.stderr)  # ends the progress line
-        if done:
-            if tracker.num_tracks:
-                scores, labels = tracker.track_categories()
-                entries = recorder.entries(scores.cpu(), labels.cpu(), video_id=1)
-            else:
-                entries = []
-            with open(results_path, "w") as f:
-                json.dump(entries, f)
+        outputs.close(tracker)
     elapsed = time.perf_counter() - start
-    for note in sorted(source.notes):
+    done = outputs.frames
+    for note in sorted(source.notes | outputs.notes):
         print(f"note: {note}")
+    if outputs.removed:
+        print(f"note: removed the {outputs.removed} mask PNGs of an earlier run from {outputs.masks}/")
     if unreadable:
         raise UserError(f"{unreadable[0]}; stopped there: {written()}")
     if not done:
@@ -309,7 +290,7 @@ def _run(net, source, args, class_names, out_dir: str) -> int:
         return 130
     print(f"{'interrupted after' if interrupted else 'done:'} {done} frames, {tracker.num_tracks} tracks, "
           f"{done / elapsed if elapsed else 0:.2f} FPS, device {device}, backend {args.backend}")
-    print(f"wrote {overlay_path}, {results_path}" + (f", {masks_dir}/" if args.save_masks else ""))
+    print(f"wrote {outputs.overlay}, {outputs.results}" + (f", {outputs.masks}/" if args.save_masks else ""))
     return 130 if interrupted else 0
 
 
@@ -330,7 +311,8 @@ def _segment(args) -> int:
     try:
         net = _load_net(args, torch.device(args.device), classes)
         print(f"input: {args.input} ({source.kind}, {source.size[0]} x {source.size[1]}, {source.fps:g} FPS)")
-        return _run(net, source, args, classes, _output_dir(args.out))
+        with _output_folder(args.out) as out_dir:
+            return _run(net, source, args, classes, out_dir)
     finally:
         source.close()
 
@@ -343,11 +325,12 @@ def _demo(args) -> int:
     net = _load_net(args, torch.device(args.device), classes)
     frames = sample_frames(args.frames)
     print(f"sample: {len(frames)} frames of {frames[0].shape[0]} x {frames[0].shape[1]}")
-    return _run(net, _Frames(frames, fps=10.0), args, classes, _output_dir(args.out))
+    with _output_folder(args.out) as out_dir:
+        return _run(net, _Frames(frames, fps=10.0), args, classes, out_dir)
 
 
 def _ytvis(args) -> int:
-    from visolo_fast.dataset import RayOptions, ResultStore, RunError, import_ray, run_dataset, write_results
+    from visolo_fast.dataset import RunError, import_ray
     from visolo_fast.io import DatasetError, YtvisDataset
 
     _check_options(args)
@@ -384,7 +367,14 @@ def _ytvis(args) -> int:
     if net.config.num_classes != len(dataset.category_ids):
         raise UserError(f"--weights: the checkpoint has {net.config.num_classes} classes, {args.annotations} has "
                         f"{len(dataset.category_ids)} categories: a checkpoint trained on another dataset?")
-    out_dir = _output_dir(args.out)
+    with _output_folder(args.out) as out_dir:
+        return _run_dataset(args, dataset, net, device, out_dir)
+
+
+def _run_dataset(args, dataset, net, device: torch.device, out_dir: str) -> int:
+    """The videos of ``dataset`` not done yet in ``out_dir``; results.json and results.zip of those done."""
+    from visolo_fast.dataset import RayOptions, ResultStore, RunError, run_dataset, write_results
+
     header = {"annotations": os.path.abspath(args.annotations), "videos": len(dataset.videos),
               "weights": os.path.abspath(args.weights) if args.weights else "random (seed 0)",
               "device": device.type, "backend": args.backend, "dtype": _dtype_name(args.dtype),
@@ -413,7 +403,7 @@ def _ytvis(args) -> int:
     json_path, zip_path = write_results(out_dir, dataset, store)
     done = len(store.done)
     print(f"{'interrupted' if interrupted else 'done'}: {done} of {len(dataset.videos)} videos "
-          f"({sum(d.frames for d in store.done.values())} frames) in {out_dir}/videos.jsonl, "
+          f"({sum(d.frames for d in store.done.values())} frames) in {store.path}, "
           f"{time.perf_counter() - start:.1f} s this run")
     for failure in failed:
         print(f"failed: video {failure.video_id}: {failure.reason}")
@@ -428,7 +418,7 @@ def _ytvis(args) -> int:
 def _evaluate(args) -> int:
     import zipfile
 
-    from visolo_fast.evaluation import EvaluationError, evaluate_ytvis, summary_lines
+    from visolo_fast.evaluation import EvaluationError, _load_json, evaluate_ytvis, summary_lines
 
     results = args.results
     try:
@@ -438,6 +428,11 @@ def _evaluate(args) -> int:
                     raise UserError(f"--results: {results} has no results.json at its root (it has "
                                     f"{z.namelist()[:5]}); the servers need it there too")
                 results = json.loads(z.read("results.json"))
+        else:
+            results = _load_json(results, "results")
+        if results == []:  # NB: scored, every AP would be 0 (or -1): a number that hides the empty file
+            raise UserError(f"--results {args.results}: an empty list, no results to score (a run that finished "
+                            f"no video, or found no track in any)")
         stats = evaluate_ytvis(args.annotations, results)
     except (EvaluationError, OSError) as exc:
         message = str(exc)  # "results[3] (video_id 7): ...", "annotations: cannot read ...": as the options
@@ -562,6 +557,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     quiet_opencv()  # before the first video is opened: our one-line errors, not FFmpeg's and OpenCV's logs
     args = _parser().parse_args(argv)
+    if getattr(args, "out", None):
+        args.out = _tidy(args.out)
     try:
         return args.run(args)
     except UserError as exc:

@@ -66,12 +66,8 @@ def segment_ytvis_video(engine: Engine, video: Video, category_ids: tuple[int, .
         tracker.flush()
     except InputError as exc:
         return VideoFailed(video.id, str(exc).removeprefix(f"video {video.id}: "))
-    if tracker.num_tracks:
-        scores, labels = tracker.track_categories()
-        results = recorder.entries(scores.cpu(), labels.cpu(), video.id, category_ids)
-    else:
-        results = []
-    return VideoDone(video.id, len(video.files), time.perf_counter() - start, results)
+    return VideoDone(video.id, len(video.files), time.perf_counter() - start,
+                     recorder.results(tracker, video.id, category_ids))
 
 
 class ResultStore:

@@ -32,6 +32,27 @@ def encode_rle(masks: torch.Tensor) -> list[dict | None]:
     return rles
 
 
+def track_entry(video_id, score: float, label: int, segmentations: list[dict | None],
+                category_ids: Sequence[int] | None = None) -> dict:
+    """One track's entry of a YouTube-VIS results list.
+
+    Args:
+        video_id: the dataset's id of the video.
+        score: the track's score; label: its label, 0-based.
+        segmentations: one COCO RLE (or None: no mask) per frame of the video.
+        category_ids: the dataset's category id of each label (default: label + 1, as
+            YouTube-VIS 2019 / 2021).
+    """
+    if category_ids is not None and not 0 <= label < len(category_ids):
+        raise ValueError(f"category_ids has {len(category_ids)} ids, label {label} has none")
+    return {
+        "video_id": video_id,
+        "category_id": int(category_ids[label]) if category_ids is not None else label + 1,
+        "score": float(score),
+        "segmentations": segmentations,
+    }
+
+
 def to_ytvis(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, video_id,
              category_ids: Sequence[int] | None = None) -> list[dict]:
     """The YouTube-VIS results list of one video.
@@ -47,15 +68,8 @@ def to_ytvis(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, vi
         bad = [label for label in labels if not 0 <= label < len(category_ids)]
         if bad:
             raise ValueError(f"to_ytvis: category_ids has {len(category_ids)} ids, labels {sorted(set(bad))} have none")
-    return [
-        {
-            "video_id": video_id,
-            "category_id": int(category_ids[label]) if category_ids is not None else label + 1,
-            "score": float(score),
-            "segmentations": encode_rle(track_masks),
-        }
-        for score, label, track_masks in zip(scores.tolist(), labels, masks)
-    ]
+    return [track_entry(video_id, score, label, encode_rle(track_masks), category_ids)
+            for score, label, track_masks in zip(scores.tolist(), labels, masks)]
 
 
 class ResultsRecorder:
@@ -80,17 +94,18 @@ class ResultsRecorder:
         Args:
             scores, labels (Tensor[K]): the tracks' categories (``Tracker.track_categories()``).
         """
-        out = []
-        for track in range(len(labels)):
-            label = int(labels[track])
-            frames = self._rles.get(track, {})
-            out.append({
-                "video_id": video_id,
-                "category_id": int(category_ids[label]) if category_ids is not None else label + 1,
-                "score": float(scores[track]),
-                "segmentations": [frames.get(t) for t in range(self.frames)],
-            })
-        return out
+        return [track_entry(video_id, float(scores[track]), int(labels[track]),
+                            [self._rles.get(track, {}).get(t) for t in range(self.frames)], category_ids)
+                for track in range(len(labels))]
+
+    def results(self, tracker, video_id, category_ids: Sequence[int] | None = None) -> list[dict]:
+        """The results list of the video that ``tracker`` (a :class:`visolo_fast.Tracker`) has
+        run and this recorder has recorded: one entry per track, with the tracks' categories
+        so far; empty when it has no track."""
+        if not tracker.num_tracks:
+            return []
+        scores, labels = tracker.track_categories()
+        return self.entries(scores.cpu(), labels.cpu(), video_id, category_ids)
 
 
 class DatasetError(ValueError):
