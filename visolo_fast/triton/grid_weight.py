@@ -15,7 +15,6 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from visolo_fast import backends
 from visolo_fast._common import opmath_dtype
 from visolo_fast.triton.launch import launch
 
@@ -36,7 +35,7 @@ def _grid_weight_kernel(
     BLOCK_S: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    DOT_F32: tl.constexpr,  # float32 tl.dot operands (float32 inputs, or interpreted bfloat16)
+    DOT_F32: tl.constexpr,  # float32 tl.dot operands (float32 inputs)
     F64: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
@@ -78,7 +77,7 @@ def grid_weight_triton(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     out = torch.empty((B, S), dtype=opmath_dtype(query.dtype), device=query.device)
     if out.numel():
         f64 = query.dtype == torch.float64
-        dot_f32 = query.dtype == torch.float32 or (query.dtype == torch.bfloat16 and backends.triton_interpreted())
+        dot_f32 = query.dtype == torch.float32
         # NB: float64's broadcast product takes [BLOCK_S, BLOCK_N, BLOCK_D] registers: narrower key blocks.
         launch(_grid_weight_kernel, (triton.cdiv(S, BLOCK_S), B), query.contiguous(), keys.contiguous(), out, S, E, S2, D,
                BLOCK_S=BLOCK_S, BLOCK_N=16 if f64 else BLOCK_N, BLOCK_D=min(BLOCK_D, max(16, triton.next_power_of_2(D))),

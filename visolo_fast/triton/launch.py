@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.library import wrap_triton
+from triton.runtime.interpreter import InterpretedFunction
 
 _recorded: list[Launch] | None = None
 
@@ -39,7 +40,9 @@ class Launch:
 def recording() -> Iterator[list[Launch]]:
     """Within the block, :func:`launch` appends each launch to the yielded list and runs
     nothing; for compiling the kernels the ops launch ahead of time, without a GPU
-    (bench/gpu_resources.py): the launchers run as usual on CPU tensors up to the launch."""
+    (bench/gpu_resources.py): the launchers run as usual on CPU tensors up to the launch.
+    The launches are those a GPU would get: no launcher decides anything by whether Triton
+    is interpreted (see :func:`launch`)."""
     global _recorded
     outer, _recorded = _recorded, []
     try:
@@ -64,4 +67,21 @@ def launch(kernel, grid, *args, **meta) -> None:
         _recorded.append(Launch(kernel, tuple(TensorArg(a.dtype, a.data_ptr() % 16) if isinstance(a, torch.Tensor) else a
                                               for a in args), dict(meta)))
         return
+    if isinstance(kernel, InterpretedFunction) and any(_is_plain_bfloat16(a) for a in args):
+        # NB: the interpreter's bfloat16 tl.dot returns garbage: it runs the kernel (the very
+        # variant a GPU compiles) on float32 copies of the bfloat16 tensors, which hold their
+        # values exactly, and copies them back (bfloat16 outputs rounded once, to nearest even).
+        wide = tuple(torch.empty_strided(a.shape, a.stride(), dtype=torch.float32, device=a.device).copy_(a)
+                     if _is_plain_bfloat16(a) else a for a in args)
+        wrap_triton(kernel)[grid](*wide, **meta)
+        for a, w in zip(args, wide):
+            if w is not a:
+                a.copy_(w)
+        return
     wrap_triton(kernel)[grid](*args, **meta)
+
+
+def _is_plain_bfloat16(a: Any) -> bool:
+    """A bfloat16 tensor of its own (not one that torch.compile traces), contiguous (as the
+    launchers pass them): its float32 copy takes the same strides."""
+    return type(a) is torch.Tensor and a.dtype == torch.bfloat16 and a.is_contiguous()

@@ -18,7 +18,6 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from visolo_fast import backends
 from visolo_fast.triton.launch import launch
 
 BLOCK_S = 16
@@ -42,7 +41,7 @@ def _memory_read_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_V: tl.constexpr,
-    DOT_F32: tl.constexpr,  # cast the operands to float32 (float32/float64 inputs, or interpreted bfloat16)
+    DOT_F32: tl.constexpr,  # cast the operands to float32 (float32/float64 inputs)
     F64: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
 ):
@@ -110,7 +109,7 @@ def memory_read_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
     if B > 65535:
         raise ValueError(f"memory_read: the Triton backend takes B <= 65535 (a grid axis), got {B}")
     f64 = query.dtype == torch.float64
-    dot_f32 = query.dtype in (torch.float32, torch.float64) or (query.dtype == torch.bfloat16 and backends.triton_interpreted())
+    dot_f32 = query.dtype in (torch.float32, torch.float64)
     # NB: float64 has no tl.dot: its broadcast products take [BLOCK_S, BLOCK_N, BLOCK_V]
     # registers, so it gets narrow value blocks.
     block_v = min(32 if f64 else MAX_BLOCK_V, max(16, triton.next_power_of_2(V)))
