@@ -153,7 +153,7 @@ def agreement(a: dict, b: dict) -> str:
 
 class _Encode(torch.nn.Module):
     """The memory-independent per-frame network (backbone, heads and the frame's memory
-    values: what NetworkRunner.encode runs) as one module, for export."""
+    values: the start of the fast engine's frame function) as one module, for export."""
 
     def __init__(self, net):
         super().__init__()
@@ -180,7 +180,8 @@ def network_vs_openvino(weights: str | None, repeats: int) -> list[dict]:
     runs = {}
     for dtype in (torch.float32, torch.bfloat16):
         runner = NetworkRunner(net, dtype, "auto", compile=False, cuda_graphs=False)
-        runs[f"visolo_fast {str(dtype)[6:]}"] = lambda r=runner: r.encode(images)
+        converted = images.to(dtype=runner.dtype, memory_format=runner.memory_format)
+        runs[f"visolo_fast {str(dtype)[6:]}"] = lambda r=runner, x=converted: _Encode(r.net)(x)
     core = ov.Core()
     with torch.no_grad():
         exported = torch.export.export(_Encode(net).eval(), (images,))

@@ -104,6 +104,9 @@ class ScriptedNet(nn.Module):
     def memory_values(self, cat_f, kernel_f):
         return torch.zeros(cat_f.shape[0], CONFIG.num_grids, 2 * CONFIG.dim)
 
+    def memory_entry_shapes(self):
+        return {"keys": (CONFIG.num_grids, NUM_IDS + 1), "values": (CONFIG.num_grids, 2 * CONFIG.dim)}
+
     def memory_keys_values(self, stored):
         keys = torch.cat([self.Tracking_branch.reference(e.frame_f) for e in stored], dim=1)
         return keys, torch.zeros(1, keys.shape[1], 2 * CONFIG.dim)

@@ -10,7 +10,6 @@ import torch
 import visolo_fast as vf
 from tests.conftest import TRITON_DEVICE, require_backend
 from tests.engine.lively import lively_net
-from visolo_fast.engine.network import CachedStream, ReferenceStream
 from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.sample import sample_frames
 
@@ -57,9 +56,8 @@ def test_fast_engine_with_triton_ops(frames):
 
 def test_the_default_is_the_fast_engine():
     net = lively_net(4)
-    assert isinstance(vf.Tracker(net).stream, CachedStream) and vf.Engine(net).batched
-    assert isinstance(vf.Tracker(net, backend="reference").stream, ReferenceStream)
-    assert isinstance(vf.Tracker(net, backend="cpp").stream, CachedStream)
+    assert vf.Engine(net).batched and vf.Engine(net, backend="cpp").batched
+    assert vf.Tracker(net).engine.runner is not None and vf.Tracker(net, backend="reference").engine.runner is None
 
 
 def test_each_frame_is_encoded_once(frames, monkeypatch):
@@ -91,12 +89,19 @@ def test_each_frame_is_encoded_once(frames, monkeypatch):
     assert calls == {"embeddings": n, "values": n, "query": 0, "reference": 0, "forward_frame": 0}
 
 
+def encode(runner: NetworkRunner, x: torch.Tensor):
+    """The runner's network on x, as the frame function runs it: (Encoded, memory values)."""
+    images = x.to(dtype=runner.dtype, memory_format=runner.memory_format)
+    enc = runner.net.encode(images)
+    return enc, runner.net.memory_values(enc.cat_f, enc.kernel_f)
+
+
 def test_channels_last_changes_nothing_but_rounding():
     net = lively_net(4)
     x = vf.preprocess(sample_frames(2, H, W)[1], size=net.config.input_size)
     with torch.no_grad():
-        a = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=False).encode(x)
-        b = NetworkRunner(net, torch.float32, "auto", False, False, channels_last=True).encode(x)
+        a = encode(NetworkRunner(net, torch.float32, "auto", False, False, channels_last=False), x)
+        b = encode(NetworkRunner(net, torch.float32, "auto", False, False, channels_last=True), x)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -108,8 +113,8 @@ def test_reduced_precision_network(dtype, budget):
     net = lively_net(4)
     x = vf.preprocess(sample_frames(1, H, W)[0], size=net.config.input_size)
     with torch.no_grad():
-        full_enc, full_values = NetworkRunner(net, torch.float32, "auto", False, False).encode(x)
-        low_enc, low_values = NetworkRunner(net, dtype, "auto", False, False).encode(x)
+        full_enc, full_values = encode(NetworkRunner(net, torch.float32, "auto", False, False), x)
+        low_enc, low_values = encode(NetworkRunner(net, dtype, "auto", False, False), x)
     for name, u, v in zip((*full_enc._fields, "values"), (*full_enc, full_values), (*low_enc, low_values)):
         assert v.dtype == dtype
         error = (v.float() - u).norm() / u.norm()
@@ -121,7 +126,7 @@ def test_reduced_precision_engine(frames):
     tracker = vf.Tracker(net, dtype=torch.bfloat16, keep_video=True)
     results = [tracker.step(f) for f in frames[:6]]
     assert all(r.scores.dtype == torch.float32 and r.masks.dtype == torch.bool for r in results)
-    assert all(e.key.dtype == torch.bfloat16 for e in tracker.stream.memory.entries)
+    assert all(b.dtype == torch.bfloat16 for b in tracker.stream.memory.buffers.values())
     assert len(tracker.video_result()) >= 1
 
 
@@ -152,7 +157,7 @@ def test_model_made_in_inference_mode(frames):
 def test_float32_means_ieee_on_a_gpu():
     """The engine's frames run with TF32 off (cuDNN convolutions default to it), and the
     user's settings come back afterwards (the flags exist without a GPU)."""
-    from visolo_fast.engine.runner import ieee_float32
+    from visolo_fast.engine.engine import ieee_float32
 
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
     saved = conv.fp32_precision, matmul.fp32_precision
@@ -192,10 +197,11 @@ def test_compile_on_the_cpu_freezes_each_runners_weights():
     graphs = counters["stats"]["unique_graphs"]
     with torch.no_grad():  # as the engine runs: freezing is for inference
         for net, runner in zip(nets, runners):
-            eager, compiled = net.predict(read), runner.predict(read)
+            eager, compiled = net.predict(read), runner.passes.predict(read)
             for e, c in zip(eager, compiled):
                 torch.testing.assert_close(c, e.float(), rtol=1e-5, atol=1e-5)
-        assert not torch.allclose(runners[0].predict(read)[0], runners[1].predict(read)[0]), "the two models differ"
+        assert not torch.allclose(runners[0].passes.predict(read)[0], runners[1].passes.predict(read)[0]), \
+            "the two models differ"
     assert counters["stats"]["unique_graphs"] - graphs == 2, "the second runner reused the first one's graph"
     assert inductor_config.freezing is False, "freezing is patched around the calls, not left on for other code"
 
@@ -212,6 +218,13 @@ def test_options_errors():
         vf.Tracker(net, cuda_graphs=True)
     with pytest.raises(ValueError, match="compile must be"):
         vf.Tracker(net, compile=1)
+    # A backend that cannot run on the model's device is refused when the engine is made, in
+    # one line, not at the first frame; one message whether a tracker or the user made the engine.
+    for make in (lambda: vf.Engine(net, backend="cuda"), lambda: vf.Tracker(net, backend="cuda")):
+        with pytest.raises(vf.BackendUnavailable, match=r"^Engine: backend 'cuda' is unavailable: the model is on cpu: "
+                                                        r"backend 'cuda' runs on CUDA tensors") as err:
+            make()
+        assert "\n" not in str(err.value)
 
 
 def staggered_streams(net, videos, starts, batched: bool):

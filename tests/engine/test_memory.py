@@ -6,7 +6,7 @@ import torch
 from tests.engine.scripted import Obj, ScriptedNet, blank_frames
 from visolo_fast import Tracker
 from visolo_fast.engine import MemoryBank
-from visolo_fast.engine import network as network_module
+from visolo_fast.engine import frame as frame_module
 from visolo_fast.model import visolo as model_module
 
 
@@ -23,12 +23,22 @@ def official_memory_lists(last: int) -> list[list[int]]:
     return history
 
 
+def stored(bank: MemoryBank) -> list[int]:
+    """What the bank's buffers hold, slot by slot (each entry is its frame's index)."""
+    return [int(bank.entry("frame", slot)) for slot in range(len(bank))]
+
+
+def sources(bank: MemoryBank) -> list[int]:
+    """The frames the next frame's grid weight compares it with."""
+    return [bank.frames[slot] for slot in bank.weight_sources()]
+
+
 def test_memory_policy_up_to_frame_40():
     bank = MemoryBank()
     for n, expected in enumerate(official_memory_lists(40)):
-        bank.add(n, f"entry {n}")
-        assert bank.indices == expected, f"after frame {n}"
-        assert bank.entries == [f"entry {i}" for i in expected]
+        bank.add(frame=torch.tensor(n))
+        assert bank.frames == expected, f"after frame {n}"
+        assert stored(bank) == expected
         if n >= 2:  # the spec's closed form (frame 1: [0, 1])
             assert expected == [0] + list(range(5, n - 1, 5)) + [n - 1, n], f"after frame {n}"
 
@@ -45,11 +55,12 @@ def test_memory_limit(limit):
     long-term entries, the previous and the newest frame."""
     bank = MemoryBank(limit)
     for n, official in enumerate(official_memory_lists(60)):
-        bank.add(n, n)
-        assert len(bank) <= limit and bank.entries == bank.indices
         expected = official if len(official) <= limit else [0] + official[len(official) - limit + 1:]
-        assert bank.indices == expected, f"after frame {n}"
-        assert bank.weight_sources() == [expected[-2], expected[-3]] if n >= 2 else True
+        if n >= 2:
+            assert sources(bank) == [expected[-2], expected[-3]], f"sources of frame {n}"
+        bank.add(frame=torch.tensor(n))
+        assert len(bank) <= limit and stored(bank) == bank.frames
+        assert bank.frames == expected, f"after frame {n}"
 
 
 def test_memory_limit_bad_values():
@@ -59,22 +70,34 @@ def test_memory_limit_bad_values():
 
 
 def test_grid_weight_sources():
+    """Known before the frame runs (the fast engine's frame function takes them as an input)."""
     bank = MemoryBank()
     seen = []
     for n in range(23):
-        bank.add(n, n)
-        seen.append(bank.weight_sources())
+        seen.append(sources(bank))
+        bank.add(frame=torch.tensor(n))
     assert seen[0] == [] and seen[1] == [0] and seen[2] == [1, 0] and seen[3] == [2, 0]
     # frame t: the previous frame, then the newest long-term entry (0, 5, 10, ...) at least two frames old
     for t in range(2, 23):
         assert seen[t] == [t - 1, max(5 * ((t - 2) // 5), 0)], f"frame {t}"
 
 
-def test_memory_frames_come_in_order():
-    bank = MemoryBank()
-    bank.add(0, "a")
-    with pytest.raises(ValueError, match="expected frame 1, got 2"):
-        bank.add(2, "b")
+def test_buffers_double_and_reads_are_views():
+    """The buffers grow by doubling (a power of two: the fixed-shape capacities), and a read
+    is a view of them: nothing concatenates the stored frames."""
+    bank = MemoryBank(fields={"keys": ((2, 3), torch.float32, torch.device("cpu"))})
+    assert bank.capacity == 1 and bank.view("keys", 1).shape == (1, 2, 3)  # readable before the first frame
+    capacities = []
+    for n in range(40):
+        bank.add(keys=torch.full((2, 3), float(n)))
+        capacities.append(bank.capacity)
+        assert [int(bank.entry("keys", s)[0, 0]) for s in range(len(bank))] == bank.frames
+    assert capacities[:3] == [1, 2, 4] and set(capacities) == {1, 2, 4, 8, 16}
+    assert all(c >= len(m) for c, m in zip(capacities, official_memory_lists(39)))
+    view = bank.view("keys", 16)
+    assert view.data_ptr() == bank.buffers["keys"].data_ptr() and view.shape == (16, 2, 3)
+    with pytest.raises(ValueError, match=r"fields must be \['keys'\], got \['values'\]"):
+        bank.add(values=torch.zeros(2, 3))
 
 
 @pytest.mark.parametrize("backend", ["reference", "auto"])
@@ -106,13 +129,13 @@ def test_tracker_reads_the_policys_memory_and_weights(monkeypatch, backend):
 
         monkeypatch.setattr(model_module, "memory_read", spy_memory_read)
     weights = []
-    real_grid_weight = network_module.grid_weight
+    real_grid_weight = frame_module.grid_weight
 
     def spy_grid_weight(query, keys, backend="auto"):
         weights.append((query, keys))
         return real_grid_weight(query, keys, backend)
 
-    monkeypatch.setattr(network_module, "grid_weight", spy_grid_weight)
+    monkeypatch.setattr(frame_module, "grid_weight", spy_grid_weight)
     tracker = Tracker(net, backend=backend)
     for frame in blank_frames(n):
         tracker.step(frame)
@@ -130,10 +153,12 @@ def test_tracker_reads_the_policys_memory_and_weights(monkeypatch, backend):
     net2 = ScriptedNet(script)
     forward_outputs = [net2.forward_frame(None) for _ in range(n)]
     track = net.Tracking_branch
-    assert len(weights) == n - 1  # every frame but the first
+    # Every frame's (the first's is computed and not applied: the frame function runs alike for
+    # every frame); a frame with one source takes it twice.
+    assert len(weights) == n
     for t in range(1, n):
-        query, keys = weights[t - 1]
-        sources = [t - 1] if t == 1 else [t - 1, max(5 * ((t - 2) // 5), 0)]
+        query, keys = weights[t]
+        sources = [0, 0] if t == 1 else [t - 1, max(5 * ((t - 2) // 5), 0)]
         torch.testing.assert_close(query, track.query(frame_f(t)), rtol=0, atol=0)
         expected = torch.stack([track.reference(frame_f(s)) for s in sources], dim=1)
         torch.testing.assert_close(keys, expected, rtol=0, atol=0, msg=f"grid weight of frame {t}")

@@ -14,7 +14,7 @@ from tests.engine.lively import lively_net
 from tests.engine.scripted import Obj, ScriptedNet, blank_frames
 import visolo_fast as vf
 from visolo_fast import Tracker, VideoResult
-from visolo_fast.engine import network as network_module
+from visolo_fast.engine import frame as frame_module
 from visolo_fast.sample import sample_frames
 
 H, W = 72, 128
@@ -81,13 +81,13 @@ def test_track_category_is_the_official_average(net, frames, video, monkeypatch)
     the instances' category vectors: the same labels, scores within float rounding."""
     tracker = vf.Tracker(net)
     seen = []
-    real = network_module.extract_instances
+    real = frame_module.extract_instances
 
-    def spy(*args):
-        seen.append(real(*args))
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
         return seen[-1]
 
-    monkeypatch.setattr(network_module, "extract_instances", spy)
+    monkeypatch.setattr(frame_module, "extract_instances", spy)
     results = [tracker.step(f) for f in frames]
     per_frame = torch.zeros(len(video), len(frames), net.config.num_classes)
     for inst, r in zip(seen, results):

@@ -27,16 +27,28 @@ def frames():
     return golden.sample_frames(golden.FRAMES, golden.H, golden.W)
 
 
+# The recording CPU's convolutions (oneDNN picks its kernels by instruction set: AVX2,
+# AVX-512, AMX) round differently from another CPU's: measured on an AVX2 AMD EPYC against the
+# recording, every decision (instances, tracks, labels) equal, scores within 1.7e-4 (a few
+# float32 ulps of the network's outputs, grown through the score products) and at most 3 mask
+# pixels in 10,000 differing (pixels at the 0.5 threshold).
+SCORE_ATOL = 5e-4
+MASK_PIXELS = 1e-3  # the largest share of mask pixels that may differ
+
+
 def assert_same(name: str, results: list, recorded) -> None:
-    """Each frame's result equals the recorded one: tracks, labels and masks exactly, scores
-    to float32 rounding."""
+    """Each frame's result is the recorded one: instances, tracks and labels exactly; scores
+    and masks to the rounding of the CPU's convolutions (see SCORE_ATOL)."""
     mine: dict = {}
     golden.flatten(name, results, mine)
     assert mine[f"{name}/index"].tolist() == recorded[f"{name}/index"].tolist()
     assert mine[f"{name}/count"].tolist() == recorded[f"{name}/count"].tolist(), "instances per frame"
-    for field in ("track_ids", "labels", "mask_shape", "masks"):
+    for field in ("track_ids", "labels", "mask_shape"):
         np.testing.assert_array_equal(mine[f"{name}/{field}"], recorded[f"{name}/{field}"], err_msg=f"{name}: {field}")
-    np.testing.assert_allclose(mine[f"{name}/scores"], recorded[f"{name}/scores"], rtol=0, atol=1e-6,
+    a, b = np.unpackbits(mine[f"{name}/masks"]), np.unpackbits(recorded[f"{name}/masks"])
+    assert a.shape == b.shape and a.sum() > 0
+    assert np.count_nonzero(a != b) <= MASK_PIXELS * max(a.sum(), 1), f"{name}: masks"
+    np.testing.assert_allclose(mine[f"{name}/scores"], recorded[f"{name}/scores"], rtol=0, atol=SCORE_ATOL,
                                err_msg=f"{name}: scores")
 
 

@@ -1,11 +1,11 @@
-"""The online engine: a frame's network pass, memory policy, grid weights, instance
-extraction, association, results."""
+"""The online engine: the frame function, streams and their memory, instance extraction,
+association, tracks and results."""
 
 from visolo_fast.engine.instances import FrameInstances, InstanceSlots, extract_instances
 from visolo_fast.engine.memory import MemoryBank
-from visolo_fast.engine.network import Engine, FramePass
+from visolo_fast.engine.engine import Engine, FramePass, Stream
 from visolo_fast.engine.stages import StageTimes
 from visolo_fast.engine.tracker import FrameResult, Tracker, VideoResult, segment_video, step_many
 
-__all__ = ["Engine", "FrameInstances", "FramePass", "FrameResult", "InstanceSlots", "MemoryBank", "StageTimes", "Tracker",
+__all__ = ["Engine", "FrameInstances", "FramePass", "FrameResult", "InstanceSlots", "MemoryBank", "StageTimes", "Stream", "Tracker",
            "VideoResult", "extract_instances", "segment_video", "step_many"]

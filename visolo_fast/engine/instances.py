@@ -16,7 +16,6 @@ is faster where few grids pass.
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import torch
@@ -95,22 +94,16 @@ def extract_instances(mask_features: torch.Tensor, kernels: torch.Tensor, scores
     else:
         grids = passed.nonzero()[:, 0]
         passed = passed[grids]
-    with _stage("masks", fixed):
+    with stage("masks", not fixed):
         masks, areas, quality = dynamic_masks(mask_features, kernels.t()[grids], config.mask_thr, backend)
     if not config.official_quirks:
         # An empty mask has no quality (0 / 0): dropped here rather than let its NaN score into NMS.
         passed = passed & (areas > 0)
-    with _stage("nms", fixed):
+    with stage("nms", not fixed):
         slots, decayed, count = _select(masks, labels[grids], (best[grids] * quality.to(best.dtype)), passed, config,
                                         backend)
     return InstanceSlots(masks, slots, labels[grids[slots]], decayed.to(best.dtype), score_vecs[grids[slots]],
                          grids[slots], count)
-
-
-def _stage(name: str, fixed: bool):
-    # NB: at fixed shapes the extraction is part of a frame traced, compiled or captured as one
-    # (timed as a whole): a stage's timer would synchronise the GPU inside a CUDA graph capture.
-    return contextlib.nullcontext() if fixed else stage(name)
 
 
 def _sorted(x: torch.Tensor, limit: int) -> torch.Tensor:

@@ -1,65 +1,66 @@
-"""The fast engine's network: the weights in the chosen dtype and memory layout, the two
-memory-independent passes (backbone, heads) and the heads after the memory read,
-optionally compiled (``torch.compile``) and/or replayed from CUDA graphs.
+"""What the fast engine runs the frame function with: the weights in the chosen dtype and
+memory layout, ``torch.compile`` and CUDA graphs around :func:`~visolo_fast.engine.frame.run_frame`.
 
-The memory read is the one part of a frame whose shapes change (the memory grows every
-5 frames); it is a single fused op (:func:`visolo_fast.ops.memory_read`), so by default it
-runs between the graphs rather than inside them. With ``fixed_shapes`` the whole frame is
-one function instead (:meth:`NetworkRunner.frame`): the memory padded to a capacity, the
-instances extracted at fixed sizes, one compiled graph and one CUDA graph per capacity.
+At variable shapes the memory read is the one part of a frame whose shapes change (the
+memory grows every 5 frames); it is a single fused op (:func:`visolo_fast.ops.memory_read`),
+so the passes around it (backbone, heads, the heads after the read) are compiled or graphed
+one by one and the frame function runs them eagerly. With ``fixed_shapes`` the whole frame
+function is compiled or graphed as one: the memory padded to a capacity, the instances
+extracted at fixed sizes, one compiled graph and one CUDA graph per capacity.
 
-A runner belongs to one :class:`~visolo_fast.engine.network.Engine`, which its trackers share.
+A runner belongs to one :class:`~visolo_fast.engine.engine.Engine`, which its trackers share.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import functools
 from typing import Callable
 
 import torch
 from torch.utils._pytree import tree_map
 
-from visolo_fast.engine.instances import InstanceSlots, extract_instances
-from visolo_fast.engine.stages import stage
-from visolo_fast.model.visolo import Encoded
-from visolo_fast.ops import grid_weight
+from visolo_fast.engine.frame import FrameOut, MemoryRead, run_frame
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class CudaGraphed:
-    """Replays ``fn`` from a CUDA graph, one graph per input signature (the batch size).
+    """Replays ``fn`` from a CUDA graph, one graph per input signature (shapes, and the values
+    of arguments that are not tensors).
 
-    ``fn`` takes and returns (tuples of) tensors whose shapes depend only on the inputs'.
+    ``fn`` takes (tuples of) tensors and constants, and returns (tuples of) tensors whose
+    shapes depend only on the inputs'.
     The first call with a signature warms ``fn`` up on a side stream (library handles,
     autotuning, Triton compilation), then captures it.
     """
 
     def __init__(self, fn: Callable):
         self.fn = fn
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], object]] = {}
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list, object]] = {}
 
-    def __call__(self, *args: torch.Tensor):
-        device = args[0].device
-        key = tuple((a.shape, a.dtype, a.stride()) for a in args)
+    def __call__(self, *args):
+        tensors, spec = torch.utils._pytree.tree_flatten(args)
+        device = next(a.device for a in tensors if isinstance(a, torch.Tensor))
+        signature = (spec, tuple((a.shape, a.dtype, a.stride()) if isinstance(a, torch.Tensor) else a for a in tensors))
         # NB: capture and replay on the model's GPU, which need not be the current one.
         with torch.cuda.device(device):
-            if key not in self.graphs:
-                static = [a.clone() for a in args]
+            if signature not in self.graphs:
+                static = [a.clone() if isinstance(a, torch.Tensor) else a for a in tensors]
                 side = torch.cuda.Stream(device)
                 side.wait_stream(torch.cuda.current_stream(device))
                 with torch.cuda.stream(side):
                     for _ in range(3):
-                        self.fn(*static)
+                        self.fn(*torch.utils._pytree.tree_unflatten(static, spec))
                 torch.cuda.current_stream(device).wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-                    out = self.fn(*static)
-                self.graphs[key] = (graph, static, out)
-            graph, static, out = self.graphs[key]
-            for s, a in zip(static, args):
-                s.copy_(a)
+                    out = self.fn(*torch.utils._pytree.tree_unflatten(static, spec))
+                self.graphs[signature] = (graph, static, out)
+            graph, static, out = self.graphs[signature]
+            for s, a in zip(static, tensors):
+                if isinstance(a, torch.Tensor):
+                    s.copy_(a)
             graph.replay()
             # NB: the outputs live in the graph's memory pool and the next replay overwrites
             # them, but the engine keeps a frame's outputs for later frames (memory, pending frame).
@@ -86,8 +87,20 @@ def _frozen(compiled: Callable) -> Callable:
     return run
 
 
+class CompiledPasses:
+    """A network's passes, each compiled or graphed on its own (variable shapes): what
+    :func:`~visolo_fast.engine.frame.run_frame` calls of the network; the memory read, whose
+    size changes, runs eagerly between them."""
+
+    def __init__(self, net, wrap: Callable[[Callable], Callable]):
+        self.backbone, self.heads = wrap(net.backbone), wrap(net.heads)
+        self.memory_values, self.predict = wrap(net.memory_values), wrap(net.predict)
+        self.read = net.read
+
+
 class NetworkRunner:
-    """Runs a :class:`visolo_fast.VisoloNet`'s passes for the fast engine."""
+    """Runs the frame function of the fast engine (:func:`~visolo_fast.engine.frame.run_frame`)
+    on a :class:`visolo_fast.VisoloNet` in a chosen dtype and memory layout, compiled and/or graphed."""
 
     def __init__(self, net, dtype: torch.dtype, backend: str, compile: bool | str, cuda_graphs: bool,
                  channels_last: bool | None = None, fixed_shapes: bool = False):
@@ -95,7 +108,7 @@ class NetworkRunner:
         Args:
             net (VisoloNet): the model; not modified (a copy holds converted weights).
             dtype: the network's dtype (float32, float16 or bfloat16); the decisions run in float32.
-            backend: for the ops inside the network, see :mod:`visolo_fast.backends`.
+            backend: for the ops, see :mod:`visolo_fast.backends`.
             compile: wrap the passes in ``torch.compile``: True for inductor (on the CPU with its
                 freezing: the weights compiled in as constants), or a backend's name.
             cuda_graphs: replay the passes from CUDA graphs (the model must be on a GPU).
@@ -103,15 +116,12 @@ class NetworkRunner:
                 convolutions: backbone 103 -> 77 ms, heads 301 -> 284 ms at 352 x 624 in float32 here)
                 and on a GPU in float16/bfloat16 (tensor-core convolutions want NHWC).
                 NB: with channels_last or another dtype, the runner holds a converted copy of the weights.
-            fixed_shapes: compile and graph the whole frame (:meth:`frame`) rather than the passes.
+            fixed_shapes: compile and graph the whole frame function as one (the memories padded,
+                the extraction over all grids) rather than the passes one by one.
+
+        The settings are checked by :class:`~visolo_fast.engine.engine.Engine`.
         """
-        if not isinstance(compile, (bool, str)):
-            raise ValueError(f"compile must be True, False or a torch.compile backend's name, got {compile!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {[str(d) for d in DTYPES]}, got {dtype!r}")
         self.device = next(net.parameters()).device
-        if cuda_graphs and self.device.type != "cuda":
-            raise ValueError(f"cuda_graphs=True needs the model on a GPU, it is on {self.device}")
         if channels_last is None:
             channels_last = self.device.type == "cpu" or dtype != torch.float32
         self.dtype = dtype
@@ -120,11 +130,6 @@ class NetworkRunner:
         if dtype != next(net.parameters()).dtype or channels_last:
             self.net = copy.deepcopy(net).to(dtype=dtype, memory_format=self.memory_format)
         self.backend, self.fixed_shapes = backend, fixed_shapes
-        net, config = self.net, self.net.config
-
-        def heads(res2: torch.Tensor, res3: torch.Tensor, res4: torch.Tensor) -> tuple[Encoded, torch.Tensor]:
-            enc = net.heads(res2, res3, res4)
-            return enc, net.memory_values(enc.cat_f, enc.kernel_f)  # the frame's memory values, once
 
         def wrap(fn: Callable) -> Callable:
             if compile is True and self.device.type == "cpu":
@@ -133,88 +138,23 @@ class NetworkRunner:
                 fn = torch.compile(fn, fullgraph=True, dynamic=False, backend="inductor" if compile is True else compile)
             return CudaGraphed(fn) if cuda_graphs else fn
 
-        def frame(images: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
-                  weight_keys: torch.Tensor, weighted: torch.Tensor):
-            enc, new_values = heads(*net.backbone(images))
-            # A stream's first frame reads itself (its memory is empty): its entry goes in the first slot.
-            S, first = enc.key.shape[1], lengths == 0
-            own = first[:, None, None]
-            keys = torch.cat([torch.where(own, enc.key, keys[:, :S]), keys[:, S:]], dim=1)
-            values = torch.cat([torch.where(own, new_values, values[:, :S]), values[:, S:]], dim=1)
-            read = net.read(enc, keys, values, backend, torch.where(first, S, lengths))
-            scores, kernels = net.predict(read)
-            weight = torch.where(weighted[:, None], grid_weight(enc.query, weight_keys, backend), 1.0)
-            slots = [extract_instances(enc.mask_features[b], kernels[b].flatten(1), scores[b].float().flatten(1), weight[b],
-                                       config, backend, fixed=True) for b in range(images.shape[0])]
-            return enc.key, new_values, enc.query, slots
-
+        net, config = self.net, self.net.config
+        # At variable shapes, the passes the frame function runs (each compiled or graphed).
+        self.passes: CompiledPasses | None = None
         if fixed_shapes:
-            self._frame = wrap(frame)
+            self._frame = wrap(functools.partial(run_frame, net, config, backend, True))
         else:
-            self._backbone = wrap(net.backbone)
-            self._heads = wrap(heads)
-            self._predict = wrap(net.predict)
+            self.passes = CompiledPasses(net, wrap)
+            self._frame = functools.partial(run_frame, self.passes, config, backend, False)
 
-    def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Padding in the network's dtype, on its device."""
-        return torch.zeros(shape, dtype=self.dtype, device=self.device)
-
-    def frame(self, images: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
-              weight_keys: torch.Tensor, weighted: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[InstanceSlots]]:
-        """A whole frame of B streams at fixed shapes (``fixed_shapes``): network, memory read,
-        grid weight, instances; no operation waits for the device.
+    def frame(self, images: torch.Tensor, memory: MemoryRead, first: bool) -> FrameOut:
+        """A frame of B streams (:func:`~visolo_fast.engine.frame.run_frame`).
 
         Args:
             images (Tensor[B, 3, H, W]): float32, normalised.
-            keys (Tensor[B, T * S, dim / 2]), values (Tensor[B, T * S, 2 dim]): each stream's memory,
-                padded to a capacity of T entries, in the runner's dtype.
-            lengths (int64 Tensor[B]): the grids stored in each memory; 0: the stream's first frame,
-                which reads itself.
-            weight_keys (Tensor[B, 2, S, dim / 2]): the keys of the frames each grid weight compares with.
-            weighted (bool Tensor[B]): False for a stream's first frame, which has no grid weight.
-
-        Returns:
-            (key, values, query, instances): the frames' keys Tensor[B, S, dim / 2] and memory values
-            Tensor[B, S, 2 dim] (their memory entries), tracking queries Tensor[B, S, dim / 2], and per
-            stream its :class:`InstanceSlots`.
+            memory: the memories in the runner's dtype, padded to one capacity (at fixed shapes:
+                a power of two entries).
+            first: whether some stream runs its first frame.
         """
         images = images.to(dtype=self.dtype, memory_format=self.memory_format)
-        return self._frame(images, keys, values, lengths, weight_keys, weighted)
-
-    def encode(self, images: torch.Tensor) -> tuple[Encoded, torch.Tensor]:
-        """images (Tensor[B, 3, H, W], float32, normalised) -> (:class:`Encoded`, the frames' memory
-        values Tensor[B, S, 2 dim]), in the runner's dtype."""
-        images = images.to(dtype=self.dtype, memory_format=self.memory_format)
-        with stage("backbone"):
-            features = self._backbone(images)
-        with stage("heads"):
-            return self._heads(*features)
-
-    def read(self, enc: Encoded, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """The memory read (:meth:`VisoloNet.read`) with the runner's op backend: one fused op, between the graphs."""
-        return self.net.read(enc, keys, values, self.backend)
-
-    def predict(self, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """read (Tensor[B, S, 2 dim]) -> (float32 scores Tensor[B, C, S1, S2], kernels Tensor[B, dim, S1, S2])."""
-        with stage("heads"):
-            scores, kernels = self._predict(read)
-            return scores.float(), kernels
-
-
-@contextlib.contextmanager
-def ieee_float32(device: torch.device):
-    """float32 means float32 on a GPU too: cuDNN convolutions default to TF32 (a 10-bit
-    mantissa) on Ampere and later, and a user may have enabled it for matrix products;
-    either would break the parity with the reference and the float32 decisions. The
-    engine runs its frames under this (bfloat16 is the fast choice)."""
-    if device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
+        return self._frame(images, memory, first)

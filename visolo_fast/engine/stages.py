@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -46,11 +46,17 @@ class StageTimes:
             torch.cuda.synchronize(self.device)
 
 
-@contextmanager
-def stage(name: str):
-    """Times the enclosed code as stage ``name`` (one of :data:`STAGES`)."""
+def stage(name: str, timed: bool = True):
+    """Times the enclosed code as stage ``name`` (one of :data:`STAGES`); with ``timed=False``
+    it does nothing (code traced, compiled or captured as one graph, which is timed whole:
+    a timer would synchronise the GPU inside a CUDA graph capture)."""
     if name not in STAGES:
         raise ValueError(f"stage: name must be one of {STAGES}, got {name!r}")
+    return _timed(name) if timed else nullcontext()
+
+
+@contextmanager
+def _timed(name: str):
     with torch.profiler.record_function(f"visolo_fast::{name}"):
         timer = _active
         if timer is None:

@@ -1,6 +1,6 @@
 """Online video instance segmentation: frames in, tracked instances out (spec sections 3-7).
 
-Data flows one way: frame -> network pass (:class:`~visolo_fast.engine.network.Engine`,
+Data flows one way: frame -> the frame's device work (:class:`~visolo_fast.engine.engine.Engine`,
 reading and then updating the stream's memory) -> instances -> tracks -> the frame's
 :class:`FrameResult`, returned by the same :meth:`Tracker.step` call.
 
@@ -24,8 +24,7 @@ import torch
 
 from visolo_fast.engine.association import Candidate, match_candidates, match_previous
 from visolo_fast.engine.instances import FrameInstances
-from visolo_fast.engine.network import Engine, FramePass
-from visolo_fast.engine.runner import ieee_float32
+from visolo_fast.engine.engine import Engine, FramePass
 from visolo_fast.engine.stages import stage
 from visolo_fast.io.ytvis import to_ytvis
 from visolo_fast.ops import resize_masks
@@ -88,12 +87,13 @@ class Tracker:
     re-identified yet (a candidate) its query embedding (dim / 2 floats).
     """
 
-    def __init__(self, net, output_size: tuple[int, int] | None = None, backend: str = "auto", keep_video: bool = False,
+    def __init__(self, model_or_engine, output_size: tuple[int, int] | None = None, backend: str = "auto",
+                 keep_video: bool = False,
                  dtype: torch.dtype = torch.float32, compile: bool | str = False, cuda_graphs: bool = False,
                  fixed_shapes: bool | None = None):
         """
         Args:
-            net: a :class:`visolo_fast.VisoloNet`, run with the engine options below; or an
+            model_or_engine: a :class:`visolo_fast.VisoloNet`, run with the engine options below; or an
                 :class:`visolo_fast.Engine`, whose settings (and compiled code, CUDA graphs,
                 converted weights) its trackers share: then leave the engine options as they are.
             output_size: (height, width) of the output masks; default each frame's own size.
@@ -102,18 +102,15 @@ class Tracker:
             backend, dtype, compile, cuda_graphs, fixed_shapes: the engine, see :class:`visolo_fast.Engine`
                 (``"auto"``: the fast engine; ``"reference"``: the reference engine).
         """
-        if isinstance(net, Engine):
+        if isinstance(model_or_engine, Engine):
             if (backend, dtype, compile, cuda_graphs, fixed_shapes) != ("auto", torch.float32, False, False, None):
                 raise ValueError(f"Tracker: backend, dtype, compile, cuda_graphs and fixed_shapes are the engine's "
                                  f"settings; pass them to Engine(), not to a tracker of an engine (got "
                                  f"backend={backend!r}, dtype={dtype}, compile={compile!r}, cuda_graphs={cuda_graphs!r}, "
                                  f"fixed_shapes={fixed_shapes!r})")
-            self.engine = net
+            self.engine = model_or_engine
         else:
-            try:
-                self.engine = Engine(net, backend, dtype, compile, cuda_graphs, fixed_shapes)
-            except ValueError as exc:
-                raise ValueError(f"Tracker: {str(exc).removeprefix('Engine: ')}") from None
+            self.engine = Engine(model_or_engine, backend, dtype, compile, cuda_graphs, fixed_shapes)
         self.config, self.backend, self.device = self.engine.config, self.engine.backend, self.engine.device
         self.output_size = _check_size(output_size, "Tracker: output_size")
         self.stream = self.engine.new_stream()
@@ -138,15 +135,14 @@ class Tracker:
     @property
     def memory_frames(self) -> list[int]:
         """The indices of the frames in the model's memory, oldest first."""
-        return list(self.stream.memory.indices)
+        return self.stream.memory_frames
 
     @torch.no_grad()
     def step(self, frame) -> FrameResult:
         """Runs one frame (uint8 RGB, [H, W, 3] numpy array or tensor) and returns its result:
         its instances with their tracks, final (nothing in it depends on a later frame)."""
         image = self.prepare(frame, "Tracker.step")
-        with ieee_float32(self.device):
-            return self.finish(self.engine.run([self.stream], image)[0], tuple(frame.shape[:2]))
+        return self.finish(self.engine.run([self.stream], image)[0], tuple(frame.shape[:2]))
 
     def prepare(self, frame, caller: str = "Tracker.prepare") -> torch.Tensor:
         """The first half of :meth:`step` (:func:`visolo_fast.step_many` runs it for each
@@ -165,27 +161,28 @@ class Tracker:
         cfg = self.config
         return preprocess(frame, size=cfg.input_size, device=self.device, mean=cfg.pixel_mean, std=cfg.pixel_std)
 
-    def finish(self, frame: FramePass, size: tuple[int, int]) -> FrameResult:
+    def finish(self, frame_pass: FramePass, size: tuple[int, int]) -> FrameResult:
         """The second half of :meth:`step`: the frame's tracks and result, from its device work.
 
         The host reads the device once here: the number of instances and the association's
         similarity rows, in one transfer; everything else stays on the device.
 
         Args:
-            frame: the frame's device work (:meth:`visolo_fast.Engine.run`).
+            frame_pass: the frame's device work (:meth:`visolo_fast.Engine.run`).
             size: the frame's (height, width), the masks' size unless ``output_size`` was given.
         """
         index, cfg = self._num_frames, self.config
         self._frame_size = size
-        with stage("association"):
-            inst, similarities = self._transfer(frame)
-            tracks = self._associate(index, inst, similarities)
-        # NB: float32 for the decisions, whatever the network's dtype.
-        self._previous = None if inst.count == 0 else _Previous(index, tracks, frame.query[inst.grids].float())
-        ids = to_device(tracks, self.device, torch.int64)
-        self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
-        with stage("masks"):
-            masks = resize_masks(inst.masks, self.output_size or size, cfg.mask_thr, self.backend)
+        with self.engine.precision():
+            with stage("association"):
+                inst, similarities = self._transfer(frame_pass)
+                tracks = self._associate(index, inst, similarities)
+            # NB: float32 for the decisions, whatever the network's dtype.
+            self._previous = None if inst.count == 0 else _Previous(index, tracks, frame_pass.query[inst.grids].float())
+            ids = to_device(tracks, self.device, torch.int64)
+            self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
+            with stage("masks"):
+                masks = resize_masks(inst.masks, self.output_size or size, cfg.mask_thr, self.backend)
         result = FrameResult(index, ids, masks, inst.labels, inst.scores.float())
         if self._kept is not None:
             self._kept.append(result)
@@ -218,7 +215,7 @@ class Tracker:
         scores, labels = average.max(dim=1)
         return scores.float(), labels
 
-    def _transfer(self, frame: FramePass) -> tuple[FrameInstances, list[np.ndarray]]:
+    def _transfer(self, frame_pass: FramePass) -> tuple[FrameInstances, list[np.ndarray]]:
         """The frame's one read of the device: its number of instances K, and the sigmoid
         similarities of the previous frame's instances and of every candidate entry (rows)
         with each of its instance slots (columns), one product, one transfer.
@@ -227,12 +224,12 @@ class Tracker:
             The frame's K instances, and per block of rows (the previous frame's first, if
             any) its [k_block, K] similarities.
         """
-        slots, prev = frame.instances, self._previous
+        slots, prev = frame_pass.instances, self._previous
         blocks = ([prev.queries] if prev is not None else []) + [c.queries for c in self._candidates]
         packed = slots.count.to(torch.float32)[None]  # NB: exact, K <= 252
         if blocks:
-            keys = frame.key[slots.grids].float()  # [Q, D]
-            packed = torch.cat([packed, torch.sigmoid(torch.cat(blocks) @ keys.T).flatten()])
+            columns = frame_pass.key[slots.grids].float()  # [Q, D]: the instance slots' key embeddings
+            packed = torch.cat([packed, torch.sigmoid(torch.cat(blocks) @ columns.T).flatten()])
         host = packed.cpu().numpy()
         offsets = np.cumsum([0] + [b.shape[0] for b in blocks])
         count = int(host[0])
@@ -275,12 +272,12 @@ class Tracker:
         self._counts.index_add_(0, ids, (score_vecs.sum(1) != 0).long())
 
 
-def segment_video(net, frames, output_size: tuple[int, int] | None = None, backend: str = "auto",
+def segment_video(model_or_engine, frames, output_size: tuple[int, int] | None = None, backend: str = "auto",
                   **options) -> VideoResult:
     """Segments and tracks the instances of a whole video, online, frame by frame.
 
     Args:
-        net: a :class:`visolo_fast.VisoloNet` (run with ``backend`` and ``options``: dtype, compile,
+        model_or_engine: a :class:`visolo_fast.VisoloNet` (run with ``backend`` and ``options``: dtype, compile,
             cuda_graphs, see :class:`visolo_fast.Engine`) or an :class:`visolo_fast.Engine`.
         frames: the video, uint8 RGB: a sequence of [H, W, 3] arrays (or tensors), or a
             Tensor[N, H, W, 3].
@@ -298,7 +295,7 @@ def segment_video(net, frames, output_size: tuple[int, int] | None = None, backe
                         f"uint8 tensor, got {type(frames).__name__}")
     if len(frames) == 0:
         raise ValueError("segment_video: no frames given")
-    tracker = Tracker(net, output_size, backend, keep_video=True, **options)
+    tracker = Tracker(model_or_engine, output_size, backend, keep_video=True, **options)
     for frame in frames:
         tracker.step(frame)
     tracker.flush()
@@ -335,6 +332,5 @@ def step_many(trackers: Sequence[Tracker], frames: Sequence) -> list[FrameResult
             raise ValueError(f"step_many: trackers[{i}] has another engine than trackers[0]; make the trackers of "
                              f"one engine: engine = visolo_fast.Engine(model, ...), then visolo_fast.Tracker(engine)")
     images = torch.cat([t.prepare(f, f"step_many: trackers[{i}]") for i, (t, f) in enumerate(zip(trackers, frames))])
-    with ieee_float32(images.device):
-        passes = engine.run([t.stream for t in trackers], images)
-        return [t.finish(p, tuple(f.shape[:2])) for t, p, f in zip(trackers, passes, frames)]
+    passes = engine.run([t.stream for t in trackers], images)
+    return [t.finish(p, tuple(f.shape[:2])) for t, p, f in zip(trackers, passes, frames)]

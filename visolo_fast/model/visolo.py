@@ -160,6 +160,12 @@ class VisoloNet(nn.Module):
         values = self.memory_values(stack("cat_f"), stack("kernel_f"))
         return keys.reshape(B, T * keys.shape[1], -1), values.reshape(B, T * values.shape[1], -1)
 
+    def memory_entry_shapes(self) -> dict[str, tuple[int, ...]]:
+        """What the fast engine's memory keeps of a frame: its ``keys`` (``Encoded.key``,
+        [S, dim / 2]) and ``values`` (:meth:`memory_values`, [S, 2 dim])."""
+        S, dim = self.config.num_grids, self.config.dim
+        return {"keys": (S, dim // 2), "values": (S, 2 * dim)}
+
     @staticmethod
     def residual(enc: Encoded) -> torch.Tensor:
         """The read's residual: the category and kernel features side by side, Tensor[B, S, 2 dim]."""
