@@ -1,6 +1,7 @@
 """Ahead-of-time compile and resource check of every GPU kernel, without a GPU.
 
-    python bench/gpu_resources.py [--out FILE] [--arch 80 90] [--cuda-objects DIR|GLOB]
+    python bench/gpu_resources.py [--out FILE] [--arch 80 90] [--cuda-objects FILE|DIR|GLOB]
+                                  [--engine-launches FILE]
 
 What it checks, for each arch (sm_80 = A100, sm_90 = H100/H200):
 
@@ -8,16 +9,22 @@ What it checks, for each arch (sm_80 = A100, sm_90 = H100/H200):
   grids, 88 x 156 mask features, up to K = 252 masks, T = 1..8 and 40 memory frames,
   masks resized to 720 x 1280; float32, bfloat16 and float16 where the op takes them)
   are recorded by running each Triton launcher on CPU tensors under
-  :func:`visolo_fast.triton.launch.recording` (nothing runs), deduplicated to distinct
+  :func:`visolo_fast.triton.launch.recording` (nothing runs); so are the launches of an
+  engine run (bench/engine_launches.py, in a subprocess: the public Engine and Tracker with
+  backend="triton" in float32, bfloat16 and float16, fixed_shapes True and False, 3 frames
+  at 352 x 624, the Triton ops' values from their references; or read from
+  --engine-launches FILE where that script wrote them). All are deduplicated to distinct
   (kernel, signature, constexprs, options), specialised as Triton's own launcher would
   (its binder and ``_pack_args``) and compiled with ``triton.compile`` for the target,
   two at a time; ptxas's ``-v`` log gives registers, spills and stack frame, the
   metadata the shared memory.
-- CUDA: ``cuobjdump --dump-resource-usage`` on the objects setup.py built
-  (build/temp/kernels/*.o, or --cuda-objects) gives registers, stack, static shared
-  memory per kernel per arch.
+- CUDA: ``cuobjdump --dump-resource-usage`` on the extension setup.py built and linked
+  (visolo_fast/_C*.so; or --cuda-objects, e.g. its objects build/temp/kernels/*.o) gives
+  registers, stack, static shared memory per kernel per arch; every kernel must have code
+  for every arch checked (the CUDA part of CI's check that each kernel is compiled and
+  linked for sm_80 and sm_90).
 
-It exits 1 if a kernel fails to compile, needs more shared memory per block than the
+It exits 1 if a kernel fails to compile or lacks code for an arch, needs more shared memory per block than the
 GPU has (sm_80: 166,912 B; sm_90: 232,448 B), or uses local memory: a Triton kernel
 with any spill or stack frame, a CUDA kernel with a stack frame beyond its known local
 arrays (cuobjdump cannot tell spills from arrays). Why: none of this shows without a
@@ -25,7 +32,8 @@ GPU (the interpreter runs no ptxas), and on a GPU it shows as a slow kernel, a f
 launch stalled for minutes in ptxas, or a launch that fails at the largest size only.
 
 Writes the table to --out (default bench/results/gpu-resources-triton<version>.txt).
-Needs no GPU and not the compiled extension for the Triton part; runs under Triton 3.6
+Needs no GPU and not the compiled extension for the Triton part (the engine run needs the
+package's dependencies, as ``import visolo_fast``); runs under Triton 3.6
 and 3.8 (their compile API is the same: ASTSource(fn, signature, constexprs, attrs),
 GPUTarget(backend, arch, warp_size), knobs.nvidia.dump_ptxas_log; checked at start).
 """
@@ -40,6 +48,7 @@ import glob
 import importlib
 import importlib.util
 import io
+import json
 import multiprocessing
 import os
 import re
@@ -81,7 +90,7 @@ def _import_launchers() -> None:
 
 
 _import_launchers()
-from visolo_fast.triton.launch import Launch, recording  # noqa: E402
+from visolo_fast.triton.launch import Launch, TensorArg, recording  # noqa: E402
 
 SMEM_LIMIT = {80: 166912, 90: 232448}  # bytes of shared memory one block may use (A100; H100/H200)
 # CUDA kernels whose stack frame holds a local array by design (bytes at most), not spills.
@@ -140,6 +149,35 @@ def record_launches() -> list[tuple[str, Launch]]:
             raise RuntimeError(f"{label}: the launcher made no launch")
         launches += [(label, r) for r in recorded]
     return launches
+
+
+def engine_launches(path: str | None) -> list[tuple[str, Launch]]:
+    """(case label, launch) of the engine runs of bench/engine_launches.py: read from ``path``
+    if it exists, else recorded now in a subprocess (written to ``path`` if given).
+
+    NB: a subprocess: the engine takes the Triton backend for CPU tensors only with
+    TRITON_INTERPRET=1, under which @triton.jit gives functions that do not compile."""
+    if path is None or not os.path.exists(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = path or os.path.join(tmp, "engine-launches.json")
+            env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(
+                p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+            run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "engine_launches.py"), "--out", out],
+                                 env=env, capture_output=True, text=True)
+            if run.returncode != 0:
+                raise SystemExit(f"gpu_resources: the engine run failed:\n{run.stderr[-3000:]}")
+            print(run.stderr, end="", file=sys.stderr)
+            with open(out) as f:
+                recorded = json.load(f)
+    else:
+        with open(path) as f:
+            recorded = json.load(f)
+
+    def arg(a):
+        return TensorArg(getattr(torch, a["dtype"]), a["address"]) if isinstance(a, dict) else a
+
+    return [(r["case"], Launch(getattr(importlib.import_module(r["module"]), r["kernel"]), tuple(map(arg, r["args"])),
+                               {k: arg(v) for k, v in r["meta"].items()})) for r in recorded]
 
 
 @dataclass
@@ -265,7 +303,7 @@ def short_name(mangled: str) -> str:
 def cuda_resources(pattern: str) -> list[CudaKernel]:
     objects = sorted(glob.glob(pattern))
     if not objects:
-        raise SystemExit(f"gpu_resources: no CUDA objects match {pattern!r}: build the extension first "
+        raise SystemExit(f"gpu_resources: nothing matches {pattern!r}: build the extension with its CUDA kernels first "
                          f"(pip install --no-build-isolation -e .) or pass --cuda-objects")
     cuobjdump, kernels = find_cuobjdump(), []
     for obj in objects:
@@ -287,8 +325,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", f"gpu-resources-triton{triton.__version__}.txt"))
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=sorted(SMEM_LIMIT))
-    parser.add_argument("--cuda-objects", default=os.path.join(ROOT, "build", "temp", "kernels", "*.o"),
-                        help="directory or glob of the CUDA objects (default: setup.py's build/temp/kernels/*.o)")
+    parser.add_argument("--cuda-objects", default=os.path.join(ROOT, "visolo_fast", "_C*.so"),
+                        help="the compiled extension, or a directory or glob of CUDA objects (default: the extension "
+                             "setup.py linked, visolo_fast/_C*.so)")
+    parser.add_argument("--engine-launches", metavar="FILE",
+                        help="the engine run's launches as bench/engine_launches.py writes them: read if FILE exists, "
+                             "else recorded and written there (default: recorded, not kept)")
     args = parser.parse_args()
     pattern = os.path.join(args.cuda_objects, "*.o") if os.path.isdir(args.cuda_objects) else args.cuda_objects
     started = time.perf_counter()
@@ -296,7 +338,7 @@ def main() -> int:
     pool = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
     list(pool.map(int, range(2)))
 
-    launches = record_launches()
+    launches = record_launches() + engine_launches(args.engine_launches)
     jobs: dict = {}
     for arch in args.arch:
         for label, launch in launches:
@@ -347,6 +389,13 @@ def main() -> int:
         if arch not in built:
             failures.append(f"CUDA: the objects hold no sm_{arch} code (they hold sm_{', sm_'.join(map(str, built))}): "
                             f"build with TORCH_CUDA_ARCH_LIST including {arch / 10:.1f}, or pass --arch")
+    archs: dict[str, set[int]] = {}
+    for k in cuda:
+        archs.setdefault(k.name, set()).add(k.arch)
+    for name, have in sorted(archs.items()):
+        if missing := [a for a in args.arch if a not in have and a in built]:
+            failures.append(f"CUDA kernel {name}: no code for sm_{', sm_'.join(map(str, missing))} "
+                            f"(has sm_{', sm_'.join(map(str, sorted(have)))})")
     for k in sorted(cuda, key=lambda k: (k.name, k.arch)):
         if k.arch not in args.arch:
             continue
