@@ -234,6 +234,8 @@ def _run(net, source, args, class_names, out_dir: str) -> int:
                              cuda_graphs=args.cuda_graphs)
     except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
         raise UserError(str(exc)) from None
+    except vf.BackendUnavailable as exc:
+        raise UserError(_backend_message(args.backend, exc)) from None
     outputs = RunOutputs(out_dir, source.fps, size, class_names, args.save_masks)
     start, interrupted = time.perf_counter(), False
     unreadable: list[InputError] = []  # the frame that ended the stream early, if one did
@@ -385,6 +387,8 @@ def _run_dataset(args, dataset, net, device: torch.device, out_dir: str) -> int:
             local, ray = vf.Engine(net, **engine), None
         except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
             raise UserError(str(exc)) from None
+        except vf.BackendUnavailable as exc:
+            raise UserError(_backend_message(args.backend, exc)) from None
     else:
         local, ray = None, RayOptions(args.ray or None, net, engine, device.type, args.ray_workers)
     print(f"dataset: {args.annotations}: {len(dataset.videos)} videos, {dataset.num_frames} frames, "
