@@ -254,7 +254,9 @@ import importlib, pkgutil, sys
 import visolo_fast
 sys.path.insert(0, "bench")
 optional = {"PIL", "pycocotools", "ray", "openvino", "visolo_fast._C"}
-names = [m.name for m in pkgutil.walk_packages(visolo_fast.__path__, "visolo_fast.") if m.name != "visolo_fast._C"]
+# NB: not __main__, whose import runs the CLI (and exits, which ended this check early)
+names = [m.name for m in pkgutil.walk_packages(visolo_fast.__path__, "visolo_fast.")
+         if m.name != "visolo_fast._C" and not m.name.endswith(".__main__")]
 names += ["common", "bench_e2e", "bench_latency"]
 bad, skipped = [], 0
 for name in names:
