@@ -119,7 +119,7 @@ def bad(argv, capsys, match):
 
 def test_user_mistakes_are_messages(tmp_path, weights, video, capsys):
     out = ["--out", str(tmp_path / "out")]
-    bad(["segment", str(tmp_path / "nope.mp4"), "--weights", weights, *out], capsys, "no such file, folder or camera")
+    bad(["segment", str(tmp_path / "nope.mp4"), "--weights", weights, *out], capsys, "no such file, folder, camera or stream URL")
     (tmp_path / "text.mp4").write_text("not a video")
     bad(["segment", str(tmp_path / "text.mp4"), "--weights", weights, *out], capsys, "OpenCV cannot")
     (tmp_path / "empty").mkdir()
@@ -236,7 +236,7 @@ def test_options_that_cannot_run_here_are_refused_first(tmp_path, video, options
     def no_input(*_):
         raise AssertionError("the input was opened before the options were checked")
 
-    monkeypatch.setattr(cli, "FrameSource", no_input)
+    monkeypatch.setattr(cli, "open_source", no_input)
     out = tmp_path / "out"
     assert main(["segment", video, "--out", str(out), *options]) == 2
     assert refused_line(capsys).startswith(f"error: {message}")
@@ -451,7 +451,7 @@ def test_no_opencv_ffmpeg_or_libjpeg_chatter(tmp_path):
         "rc 2",
         f"error: INPUT: OpenCV cannot open the video {tmp_path / 'ftyp.mp4'} (not a video, or a damaged or incomplete file)",
         "rc 2",
-        "error: INPUT: cannot open camera 97",
+        "error: INPUT: cannot open camera 97: no /dev/video97",
         "rc 2",
     ], err
     assert len(lines) == 8 and lines[7] == "rc 2", err
@@ -467,7 +467,7 @@ class _Payload:
 def test_weights_errors_name_the_option(tmp_path, weights, video, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "out")]
     (tmp_path / "dir.pth").mkdir()
-    monkeypatch.setattr(cli, "FrameSource", lambda *_: pytest.fail("the input was opened before --weights was checked"))
+    monkeypatch.setattr(cli, "open_source", lambda *_, **__: pytest.fail("the input was opened before --weights was checked"))
     assert main(["segment", video, "--weights", str(tmp_path / "dir.pth"), *out]) == 2
     assert refused_line(capsys) == f"error: --weights {tmp_path / 'dir.pth'}: a directory, not a checkpoint file " \
                                    "(expected a .pth/.pt file written by torch.save)"

@@ -5,6 +5,8 @@ from visolo_fast.checkpoint import CheckpointError, load_model, save_model
 from visolo_fast.config import VisoloConfig
 from visolo_fast.engine import Engine, FrameResult, StageTimes, Tracker, VideoResult, segment_video, step_many
 from visolo_fast.evaluation import EvaluationError, evaluate_ytvis
+from visolo_fast.io.live import Frame, Source, open_source
+from visolo_fast.io.video import InputError
 from visolo_fast.model import FrameOutput, MemoryEntry, VisoloNet
 from visolo_fast.preprocess import preprocess
 
@@ -16,9 +18,12 @@ __all__ = [
     "CheckpointError",
     "Engine",
     "EvaluationError",
+    "Frame",
     "FrameOutput",
     "FrameResult",
+    "InputError",
     "MemoryEntry",
+    "Source",
     "StageTimes",
     "Tracker",
     "VisoloConfig",
@@ -27,6 +32,7 @@ __all__ = [
     "available_backends",
     "evaluate_ytvis",
     "load_model",
+    "open_source",
     "preprocess",
     "save_model",
     "segment_video",

@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -22,7 +23,8 @@ import visolo_fast as vf
 from visolo_fast import backends
 from visolo_fast.checkpoint import _check_file
 from visolo_fast.classes import BUILT_IN, load_classes
-from visolo_fast.io import FrameSource, InputError
+from visolo_fast.io import InputError
+from visolo_fast.io.live import LatencyStats, Source, StoredSource, is_live, open_source, redact
 from visolo_fast.io.outputs import MASKS, RunOutputs, mask_files
 from visolo_fast.io.video import quiet_opencv
 
@@ -126,12 +128,25 @@ def _check_options(args) -> None:
         except vf.CheckpointError as exc:
             raise UserError(f"--weights {exc}") from None
     _check_out(args.out)
+    inputs = getattr(args, "input", None) or []
     if getattr(args, "save_masks", False):
-        _, others = mask_files(args.out)
-        if others:
-            raise UserError(f"--save-masks: {os.path.join(args.out, MASKS)} holds files named as this run's masks "
-                            f"that visolo_fast did not write ({len(others)}, such as {others[0]}), which it would "
-                            f"overwrite; use another --out, or move them")
+        for out in [args.out] if len(inputs) <= 1 else [os.path.join(args.out, str(i)) for i in range(len(inputs))]:
+            _, others = mask_files(out)
+            if others:
+                raise UserError(f"--save-masks: {os.path.join(out, MASKS)} holds files named as this run's masks "
+                                f"that visolo_fast did not write ({len(others)}, such as {others[0]}), which it would "
+                                f"overwrite; use another --out, or move them")
+    if getattr(args, "queue_size", None) is not None and not args.every_frame:
+        raise UserError("--queue-size: it sizes the --every-frame queue, and no --every-frame was given")
+    if getattr(args, "rtsp_transport", None) and not any(i.lower().startswith(("rtsp://", "rtsps://")) for i in inputs):
+        raise UserError(f"--rtsp-transport {args.rtsp_transport}: it is for rtsp:// inputs, and none was given")
+    if getattr(args, "latency_log", None):
+        log = args.latency_log
+        if os.path.isdir(log):
+            raise UserError(f"--latency-log: cannot write to {log}: a folder, not a file")
+        folder = os.path.dirname(os.path.abspath(log))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"--latency-log: cannot write to {log}: {folder} is not a writable folder")
     if args.dtype == torch.float16 and device.type == "cpu":
         print("note: --dtype float16 on the CPU: its convolutions are far slower than float32 on most CPUs "
               "(bfloat16 is the fast reduced precision there)")
@@ -174,7 +189,7 @@ def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
         print("!" * 78)
     if classes is not None and len(classes) != net.config.num_classes:
         raise UserError(f"--classes: {len(classes)} class names, but the checkpoint has {net.config.num_classes} classes")
-    if args.max_memory_frames is not None:
+    if isinstance(args.max_memory_frames, int):
         net.config = dataclasses.replace(net.config, max_memory_frames=args.max_memory_frames)
     return net
 
@@ -220,80 +235,203 @@ def _backend_message(backend: str, exc: vf.BackendUnavailable) -> str:
     return f"--backend {backend}: {exc.reason}"
 
 
-def _run(net, source, args, class_names, out_dir: str) -> int:
-    """Streams `source` through a tracker; writes the overlay, results.json and the masks.
+LIVE_MEMORY_FRAMES = 10  # the memory of a 36-frame YouTube-VIS video (frame 0, every 5th, the previous, the current)
+
+
+class _Progress:
+    """The progress line on stderr (rewritten in place) and whole lines said between its updates
+    (by reader threads too)."""
+
+    def __init__(self):
+        self._lock, self._shown = threading.Lock(), 0
+
+    def update(self, text: str) -> None:
+        with self._lock:
+            print("\r" + text.ljust(self._shown), end="", file=sys.stderr, flush=True)
+            self._shown = len(text)
+
+    def say(self, line: str) -> None:
+        with self._lock:
+            print(("\n" if self._shown else "") + line, file=sys.stderr, flush=True)
+            self._shown = 0
+
+    def end(self) -> None:
+        with self._lock:
+            print(file=sys.stderr, flush=True)
+            self._shown = 0
+
+
+@dataclasses.dataclass
+class _Input:
+    """One INPUT of a run: its source, tracker, files and latencies."""
+
+    number: int
+    source: Source
+    tracker: vf.Tracker
+    outputs: RunOutputs
+    stats: LatencyStats
+    error: str | None = None
+    flushed: bool = False
+
+    def written(self) -> str:
+        if not self.outputs.frames:
+            return "nothing was written (no frame was finished)"
+        of = f" of {self.source.count}" if self.source.count else ""
+        return f"{self.outputs.files()} cover frames 0..{self.outputs.frames - 1} only ({self.outputs.frames}{of} frames)"
+
+
+def _step(engine: vf.Engine, trackers: list, images: list) -> list:
+    """One frame of each tracker: one batched pass through the fast engine (step_many)."""
+    if len(trackers) == 1 or not engine.batched:
+        return [tracker.step(image) for tracker, image in zip(trackers, images)]
+    return vf.step_many(trackers, images)
+
+
+def _run(net, sources: list[Source], args, class_names, out_dir: str, wake: threading.Event | None = None,
+         progress: _Progress | None = None, t0: float | None = None) -> int:
+    """Runs the frames of every source through one engine (several sources in one batch);
+    writes each one's overlay, results.json and masks, and the latency log.
 
     The files are made with the first finished frame (an interrupted start leaves the folder
-    as it was). A frame that cannot be read stops the run: what was finished before it is
+    as it was). A frame that cannot be read stops its source: what was finished before it is
     written, and the error says which frames the files cover.
     """
     device = next(net.parameters()).device
-    size = tuple(args.output_size) if args.output_size else tuple(source.size)
+    progress = progress or _Progress()
+    t0 = time.monotonic() if t0 is None else t0
     try:
-        tracker = vf.Tracker(net, output_size=size, backend=args.backend, dtype=args.dtype, compile=args.compile,
-                             cuda_graphs=args.cuda_graphs)
+        engine = vf.Engine(net, backend=args.backend, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs)
     except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
         raise UserError(str(exc)) from None
     except vf.BackendUnavailable as exc:
         raise UserError(_backend_message(args.backend, exc)) from None
-    outputs = RunOutputs(out_dir, source.fps, size, class_names, args.save_masks)
+    single, live = len(sources) == 1, any(source.live for source in sources)
+    with contextlib.ExitStack() as stack:
+        inputs = []
+        for number, source in enumerate(sources):
+            folder = out_dir if single else stack.enter_context(_output_folder(os.path.join(out_dir, str(number))))
+            size = tuple(args.output_size) if args.output_size else tuple(source.size)
+            inputs.append(_Input(number, source, vf.Tracker(engine, output_size=size),
+                                 RunOutputs(folder, source.fps, size, class_names, args.save_masks), LatencyStats()))
+        latency_log = stack.enter_context(open(args.latency_log, "w", buffering=1)) if getattr(args, "latency_log", None) else None
+        if latency_log:
+            latency_log.write("input,frame,source_frame,capture_s,result_s,latency_ms\n")
+        return _loop(engine, inputs, args, device, wake, progress, latency_log, single, live, t0)
+
+
+def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress, latency_log, single: bool,
+          live: bool, t0: float) -> int:
     start, interrupted = time.perf_counter(), False
-    unreadable: list[InputError] = []  # the frame that ended the stream early, if one did
+    active = list(inputs)
 
-    def frames():
-        """The source's frames; one that cannot be read ends them (those before it are written)."""
-        try:
-            yield from source
-        except InputError as exc:
-            unreadable.append(exc)
+    def finish(run: _Input) -> None:
+        active.remove(run)
+        run.tracker.flush()
+        run.flushed = True
 
-    def written() -> str:
-        if not outputs.frames:
-            return "nothing was written (no frame was finished)"
-        of = f" of {source.count}" if source.count else ""
-        return f"{outputs.files()} cover frames 0..{outputs.frames - 1} only ({outputs.frames}{of} frames)"
+    def status() -> str:
+        done = sum(run.outputs.frames for run in inputs)
+        fps = done / (time.perf_counter() - start)
+        line = f"frame {done}"
+        if single and inputs[0].source.count:
+            line += f"/{inputs[0].source.count}"
+        line += f"  {fps:.2f} FPS  {sum(run.tracker.num_tracks for run in inputs)} tracks"
+        if live:
+            stats = LatencyStats.merged([run.stats for run in inputs]) if not single else inputs[0].stats
+            line += f"  dropped {sum(run.source.dropped for run in inputs)}  latency {stats.summary()}"
+        return line
 
     try:
-        for frame in frames():
-            result = tracker.step(frame)
-            try:
-                outputs.add(frame, result)
-            except OSError as exc:
-                raise UserError(f"--out: {exc}; stopped there: {written()}") from None
-            fps = outputs.frames / (time.perf_counter() - start)
-            total = f"/{source.count}" if source.count else ""
-            print(f"\rframe {outputs.frames}{total}  {fps:.2f} FPS  {tracker.num_tracks} tracks", end="",
-                  file=sys.stderr, flush=True)
-        tracker.flush()
+        while active:
+            if wake is not None:
+                wake.clear()  # NB: before polling: a frame that comes after its poll sets it again
+            ready = []
+            for run in list(active):
+                try:
+                    frame = run.source.poll()
+                except InputError as exc:
+                    run.error, frame = str(exc), None
+                if frame is None:
+                    if run.source.ended:
+                        finish(run)
+                    continue
+                ready.append((run, frame))
+            if not ready:
+                if active and wake is not None:
+                    wake.wait(0.1)
+                continue
+            results = _step(engine, [run.tracker for run, _ in ready], [frame.image for _, frame in ready])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the results' masks are ready: the latency's end
+            now = time.monotonic()
+            for (run, frame), result in zip(ready, results):
+                run.stats.add(now - frame.time)
+                if latency_log:
+                    latency_log.write(f"{run.number},{result.index},{frame.index},{frame.time - t0:.6f},{now - t0:.6f},"
+                                      f"{(now - frame.time) * 1000:.3f}\n")
+                try:
+                    run.outputs.add(frame.image, result)
+                except OSError as exc:
+                    raise UserError(f"--out: {exc}; stopped there: {run.written()}") from None
+            progress.update(status())
     except KeyboardInterrupt:
         interrupted = True
     except InputError as exc:
-        raise UserError(f"{exc}; stopped there: {written()}") from None
+        raise UserError(f"{exc}; stopped there: {'; '.join(run.written() for run in inputs)}") from None
     except vf.BackendUnavailable as exc:
-        raise UserError(f"{_backend_message(args.backend, exc)}; stopped there: {written()}") from None
+        raise UserError(f"{_backend_message(args.backend, exc)}; stopped there: "
+                        f"{'; '.join(run.written() for run in inputs)}") from None
     except UserError:
         raise
     except Exception:
-        print(f"\nerror: stopped by the error below: {written()}", end="", file=sys.stderr)
+        progress.say(f"error: stopped by the error below: {'; '.join(run.written() for run in inputs)}")
         raise
     finally:
-        print(file=sys.stderr)  # ends the progress line
-        outputs.close(tracker)
+        progress.end()  # ends the progress line
+        for run in inputs:
+            run.outputs.close(run.tracker)
     elapsed = time.perf_counter() - start
-    done = outputs.frames
-    for note in sorted(source.notes | outputs.notes):
+    done = sum(run.outputs.frames for run in inputs)
+    notes = set().union(*(run.source.notes | run.outputs.notes for run in inputs))
+    for note in sorted(notes):
         print(f"note: {note}")
-    if outputs.removed:
-        print(f"note: removed the {outputs.removed} mask PNGs of an earlier run from {outputs.masks}/")
-    if unreadable:
-        raise UserError(f"{unreadable[0]}; stopped there: {written()}")
+    for run in inputs:
+        if run.outputs.removed:
+            print(f"note: removed the {run.outputs.removed} mask PNGs of an earlier run from {run.outputs.masks}/")
+        if run.source.live and run.source.every_frame and run.source.waited >= 0.05:
+            print(f"note: {_name(run, single)}: the reader waited {run.source.waited:.1f} s for room in the queue "
+                  f"(--every-frame, --queue-size {args.queue_size}): the stream backed up in its transport meanwhile, "
+                  f"which capture -> result does not count")
+    failed = [run for run in inputs if run.error]
+    if single and failed:
+        raise UserError(f"{failed[0].error}; stopped there: {failed[0].written()}")
+    for run in failed:
+        print(f"error: {run.error}; stopped there: {run.written()}", file=sys.stderr)
     if not done:
-        print("interrupted before the first frame was finished: nothing written")
-        return 130
-    print(f"{'interrupted after' if interrupted else 'done:'} {done} frames, {tracker.num_tracks} tracks, "
+        print("interrupted before the first frame was finished: nothing written" if interrupted
+              else "no frame was finished: nothing written")
+        return 130 if interrupted else 2
+    tracks = sum(run.tracker.num_tracks for run in inputs)
+    of = "" if single else f" of {len(inputs)} inputs"
+    print(f"{'interrupted after' if interrupted else 'done:'} {done} frames{of}, {tracks} tracks, "
           f"{done / elapsed if elapsed else 0:.2f} FPS, device {device}, backend {args.backend}")
-    print(f"wrote {outputs.overlay}, {outputs.results}" + (f", {outputs.masks}/" if args.save_masks else ""))
-    return 130 if interrupted else 0
+    for run in inputs:
+        if run.source.live or not single:
+            print(f"{_name(run, single)}: {run.outputs.frames} frames processed, {run.source.dropped} dropped "
+                  f"(of {run.source.read} read), latency capture -> result {run.stats.summary()}")
+    for run in inputs:
+        outputs = run.outputs
+        if outputs.frames:
+            print(f"wrote {outputs.overlay}, {outputs.results}" + (f", {outputs.masks}/" if args.save_masks else ""))
+    if latency_log is not None:
+        print(f"wrote {args.latency_log} ({done} rows: capture -> result of each frame)")
+    if interrupted:
+        return 130
+    return 2 if failed else 0
+
+
+def _name(run: _Input, single: bool) -> str:
+    return f"input {run.number} ({redact(run.source.spec)})" if not single else f"input ({redact(run.source.spec)})"
 
 
 def _classes(args) -> tuple[str, ...]:
@@ -306,17 +444,38 @@ def _classes(args) -> tuple[str, ...]:
 def _segment(args) -> int:
     classes = _classes(args)
     _check_options(args)
+    progress, wake, t0 = _Progress(), threading.Event(), time.monotonic()
+    sources: list[Source] = []
     try:
-        source = FrameSource(args.input)
-    except InputError as exc:
-        raise UserError(str(exc)) from None
-    try:
+        for spec in args.input:
+            try:
+                sources.append(open_source(spec, every_frame=args.every_frame or None, queue_size=args.queue_size or 32,
+                                           timeout=args.timeout, reconnect=args.reconnect,
+                                           rtsp_transport=args.rtsp_transport or "tcp",
+                                           log=lambda line: progress.say(f"warning: {line}"), wake=wake))
+            except InputError as exc:
+                raise UserError(str(exc)) from None
+        live = [source for source in sources if source.live]
+        if args.every_frame and not live:
+            print("note: --every-frame: the inputs are files or folders, whose every frame is read anyway")
         net = _load_net(args, torch.device(args.device), classes)
-        print(f"input: {args.input} ({source.kind}, {source.size[0]} x {source.size[1]}, {source.fps:g} FPS)")
+        if live and args.max_memory_frames is None:  # not given ("none": the official memory, asked for)
+            net.config = dataclasses.replace(net.config, max_memory_frames=LIVE_MEMORY_FRAMES)
+            print(f"note: a live input: the model's memory is capped at {LIVE_MEMORY_FRAMES} frames, so that an endless "
+                  f"stream runs at a flat cost (--max-memory-frames N to change it, none for the official unbounded memory)")
+        for number, (spec, source) in enumerate(zip(args.input, sources)):
+            mode = ""
+            if source.live:
+                mode = (f", every frame through a queue of {source.queue_size}" if source.every_frame
+                        else ", newest frame: the others dropped")
+            to = "" if len(sources) == 1 else f" -> {os.path.join(args.out, str(number))}{os.sep}"
+            print(f"input{'' if len(sources) == 1 else ' ' + str(number)}: {redact(str(spec))} ({source.kind}{mode}, "
+                  f"{source.size[0]} x {source.size[1]}, {source.fps:g} FPS){to}")
         with _output_folder(args.out) as out_dir:
-            return _run(net, source, args, classes, out_dir)
+            return _run(net, sources, args, classes, out_dir, wake, progress, t0)
     finally:
-        source.close()
+        for source in sources:
+            source.close()
 
 
 def _demo(args) -> int:
@@ -328,7 +487,7 @@ def _demo(args) -> int:
     frames = sample_frames(args.frames)
     print(f"sample: {len(frames)} frames of {frames[0].shape[0]} x {frames[0].shape[1]}")
     with _output_folder(args.out) as out_dir:
-        return _run(net, _Frames(frames, fps=10.0), args, classes, out_dir)
+        return _run(net, [StoredSource(_Frames(frames, fps=10.0))], args, classes, out_dir)
 
 
 def _ytvis(args) -> int:
@@ -464,10 +623,13 @@ class _Frames:
 
     def __init__(self, frames: list[np.ndarray], fps: float):
         self.frames, self.fps, self.count, self.notes = frames, fps, len(frames), set()
-        self.size = frames[0].shape[:2]
+        self.spec, self.kind, self.size = "sample", "the bundled sample", frames[0].shape[:2]
 
     def __iter__(self):
         return iter(self.frames)
+
+    def close(self) -> None:
+        pass
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -493,6 +655,24 @@ def _at_least_3(text: str) -> int:
     return value
 
 
+def _memory_frames(text: str) -> int | str:
+    return "none" if text.lower() == "none" else _at_least_3(text)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -504,9 +684,27 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m visolo_fast", description=vf.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, and which backends are usable (and why not)").set_defaults(run=_info)
-    segment = sub.add_parser("segment", help="segment and track a video file, a folder of frames or a camera")
-    segment.add_argument("input", metavar="INPUT", help="a video file, a folder of .jpg/.png frames, or a camera index")
+    segment = sub.add_parser("segment", help="segment and track a video file, a folder of frames, a stream or a camera")
+    segment.add_argument("input", metavar="INPUT", nargs="+",
+                         help="a video file, a folder of .jpg/.png frames, a pipe, a stream URL (rtsp://, http://, "
+                              "udp://, ...), a camera index or device (/dev/video0); several: one engine, each its own "
+                              "outputs in OUT/0, OUT/1, ...")
     segment.add_argument("--out", default="visolo_out", help="output folder (default visolo_out)")
+    segment.add_argument("--every-frame", action="store_true",
+                         help="live inputs (streams, cameras): every frame, in order, through a bounded queue (default: "
+                              "the newest frame, the others dropped and counted); files are never dropped")
+    segment.add_argument("--queue-size", type=_positive, metavar="N",
+                         help="frames the --every-frame queue holds (default 32); when full, the reader waits")
+    segment.add_argument("--rtsp-transport", choices=["tcp", "udp"],
+                         help="RTP over the RTSP connection (tcp, the default) or over UDP, for rtsp:// inputs")
+    segment.add_argument("--timeout", type=_seconds, default=5.0, metavar="S",
+                         help="seconds a stream may take to open, or to send a frame before it counts as dropped "
+                              "(default 5)")
+    segment.add_argument("--reconnect", type=_count, default=5, metavar="N",
+                         help="tries to reopen a live input that dropped, with backoff 0.5 s, 1 s, 2 s ... 8 s (default 5)")
+    segment.add_argument("--latency-log", metavar="FILE",
+                         help="write one CSV row per frame: input, frame, source frame, capture and result times (s), "
+                              "latency (ms)")
     segment.set_defaults(run=_segment)
     demo = sub.add_parser("demo", help="segment and track the bundled sample clip")
     demo.add_argument("--frames", type=_positive, default=8, help="number of sample frames (default 8)")
@@ -537,8 +735,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="network precision: float32 (default), float16, bfloat16 (fast engine; decisions stay float32)")
         p.add_argument("--compile", action="store_true", help="torch.compile the network (fast engine; slow first frames)")
         p.add_argument("--cuda-graphs", action="store_true", help="replay the network from CUDA graphs (fast engine, --device cuda)")
-        p.add_argument("--max-memory-frames", type=_at_least_3, metavar="N",
-                       help="cap the model's memory at N >= 3 frames (endless streams; default: the official, unbounded)")
+        p.add_argument("--max-memory-frames", type=_memory_frames, metavar="N",
+                       help=f"cap the model's memory at N >= 3 frames (endless streams; default: the official, unbounded; "
+                            f"{LIVE_MEMORY_FRAMES} for live inputs, 'none' to keep it unbounded there too)")
     for p in (segment, demo):
         p.add_argument("--classes", default="ytvis2019",
                        help=f"class names: {', '.join(sorted(BUILT_IN))} or a file with one name a line")
@@ -561,6 +760,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     quiet_opencv()  # before the first video is opened: our one-line errors, not FFmpeg's and OpenCV's logs
     args = _parser().parse_args(argv)
+    if getattr(args, "max_memory_frames", None) == "none" and args.command != "segment":
+        args.max_memory_frames = None  # the default there
     if getattr(args, "out", None):
         args.out = _tidy(args.out)
     try:

@@ -1,4 +1,5 @@
-"""Frames in and out: video files, folders of images and cameras (through OpenCV)."""
+"""Frames in and out: video files, folders of images and pipes (through OpenCV and Pillow);
+mp4 out. Live sources (network streams, cameras) are read by :mod:`visolo_fast.io.live`."""
 
 from __future__ import annotations
 
@@ -80,10 +81,11 @@ def _ends_whole(path: str, fmt: str | None) -> bool:
 
 
 class FrameSource:
-    """The frames of a video file, a folder of images or a camera, RGB uint8, one at a time.
+    """The frames of a video file or a folder of images, RGB uint8, one at a time, in order.
 
-    ``count`` is the number of frames (None for a camera), ``fps`` the frame rate (25 if
+    ``count`` is the number of frames (None if unknown), ``fps`` the frame rate (25 if
     unknown), ``size`` (height, width); ``notes`` collects conversions made on the way.
+    Cameras and network streams: :func:`visolo_fast.open_source`.
 
     A folder is checked when opened, before any frame is decoded: every file's size and
     bit depth (from its header) and, for JPEG and PNG, that it is not cut short. Frames are
@@ -95,12 +97,7 @@ class FrameSource:
         self.spec, self.notes, self.what = spec, set(), "INPUT"
         self._files: list[str] | None = None
         self._capture = None
-        if spec.isdigit() and not os.path.exists(spec):
-            self._capture = cv2.VideoCapture(int(spec))
-            if not self._capture.isOpened():
-                raise InputError(f"INPUT: cannot open camera {spec}")
-            self.kind, self.count = f"camera {spec}", None
-        elif os.path.isdir(spec):
+        if os.path.isdir(spec):
             files = sorted((f for f in os.listdir(spec) if f.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
             if not files:
                 raise InputError(f"INPUT: the folder {spec} has no {'/'.join(IMAGE_EXTENSIONS)} frames")
@@ -114,8 +111,11 @@ class FrameSource:
                                  f"incomplete file)")
             count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
             self.kind, self.count = "video file", count if count > 0 else None
+        elif os.path.exists(spec) or (spec.isdigit() and not os.path.exists(spec)) or "://" in spec:
+            raise InputError(f"INPUT: {spec} is not a video file or a folder of frames: open cameras, devices, pipes "
+                             f"and streams with visolo_fast.open_source")
         else:
-            raise InputError(f"INPUT: no such file, folder or camera: {spec}")
+            raise InputError(f"INPUT: no such file, folder, camera or stream URL: {spec}")
         self._open()
 
     @classmethod
@@ -129,6 +129,20 @@ class FrameSource:
         source._files, source.kind, source.count = list(files), f"{len(files)} frames", len(files)
         source._check_files()
         source._open()
+        return source
+
+    @classmethod
+    def from_capture(cls, capture: cv2.VideoCapture, spec: str, kind: str, count: int | None = None) -> "FrameSource":
+        """The frames of an open OpenCV capture (a pipe, a video file over the network), read
+        in order; ``count`` frames if known."""
+        source = cls.__new__(cls)
+        source.spec, source.notes, source.what, source._files = spec, set(), "INPUT", None
+        source._capture, source.kind, source.count = capture, kind, count
+        try:
+            source._open()
+        except BaseException:
+            capture.release()
+            raise
         return source
 
     def _open(self) -> None:

@@ -1,0 +1,323 @@
+"""Live sources on the loopback: a generated camera served as HTTP MJPEG (visolo_fast.io.serve)
+read through visolo_fast.open_source and the CLI. Newest frame against every frame with a
+slow consumer, reconnection after the server restarts, sources that never open, several
+streams through one engine, latency."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import visolo_fast as vf
+from tests.engine.lively import lively_net
+from tests.test_cli import CHATTER, REPO, read_video, refused_line
+from visolo_fast import Tracker, save_model
+from visolo_fast.cli import main
+from visolo_fast.io.live import LatencyStats, capture_options, open_source, redact
+from visolo_fast.io.serve import read_index, serve_mjpeg, stamp_index
+from visolo_fast.io.video import quiet_opencv
+from visolo_fast.sample import sample_frames
+
+H, W = 72, 128
+BASE = sample_frames(1, H, W)[0]
+
+quiet_opencv()
+
+
+def stamped(index: int) -> np.ndarray:
+    return stamp_index(BASE, index)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "lively.pt"
+    save_model(lively_net(4), path)
+    return str(path)
+
+
+def test_stamped_indices_survive_jpeg():
+    import cv2
+
+    for index in (0, 1, 255, 4097, 65535):
+        ok, data = cv2.imencode(".jpg", stamped(index), [cv2.IMWRITE_JPEG_QUALITY, 70])
+        assert read_index(cv2.imdecode(data, cv2.IMREAD_COLOR)) == index
+
+
+def test_open_source_reads_a_loopback_stream():
+    with serve_mjpeg(stamped, fps=30, count=120) as camera:
+        start = time.monotonic()
+        source = open_source(camera.url)
+        assert time.monotonic() - start < 5
+        assert (source.live, source.every_frame, source.kind, source.size, source.count) == (True, False, "live stream", (H, W), None)
+        frames = []
+        with source:
+            for frame in source:
+                assert isinstance(frame, vf.Frame) and frame.image.shape == (H, W, 3) and frame.image.dtype == np.uint8
+                assert frame.time <= time.monotonic()
+                frames.append((frame.index, frame.time, read_index(frame.image)))
+                if len(frames) == 5:
+                    break
+        # in order, the index counts every frame read (gaps: frames dropped), the pixels are the camera's
+        indices, times, stamps = zip(*frames)
+        assert list(indices) == sorted(set(indices)) and list(times) == sorted(times)
+        offset = stamps[0] - indices[0]  # FFmpeg keeps no frame it read while probing the stream
+        assert offset >= 0 and all(s - i == offset for i, s in zip(indices, stamps))
+        assert source.ended and source.read == len(frames) + source.dropped  # exact: every frame read is counted
+
+
+def run_slow_consumer(every_frame: bool, steps: int = 12, step_s: float = 0.1) -> tuple[list[int], object]:
+    """A consumer 3x slower than a 30 FPS camera: per frame taken, how many frames the camera
+    was ahead of it when its step ended (frames made - the frame's number in the camera)."""
+    with serve_mjpeg(stamped, fps=30, count=300) as camera, open_source(camera.url, every_frame=every_frame) as source:
+        lags = []
+        for frame in source:
+            time.sleep(step_s)  # the model
+            lags.append(camera.made - 1 - read_index(frame.image))
+            if len(lags) == steps:
+                break
+    return lags, source
+
+
+def test_newest_frame_lag_stays_bounded_and_every_frame_lag_grows():
+    newest, source = run_slow_consumer(every_frame=False)
+    # a step (3 camera frames) + the wait for the newest frame + transport: a few frames, never growing
+    assert max(newest[2:]) <= 10, newest
+    assert source.dropped > 0 and source.read == 12 + source.dropped
+    every, source = run_slow_consumer(every_frame=True)
+    # every frame, in order: 2 more frames behind the camera at each step (30 FPS against 10)
+    assert every[-1] >= every[2] + 12 and every[-1] >= 20, every
+    assert all(b >= a for a, b in zip(every[2:], every[3:])), every
+    assert source.read >= 12 and source.dropped == source.read - 12  # only those left in the queue at close
+
+
+def test_every_frame_queue_is_bounded_and_the_reader_waits():
+    with serve_mjpeg(stamped, fps=30, count=300) as camera, \
+            open_source(camera.url, every_frame=True, queue_size=3) as source:
+        time.sleep(0.5)  # 15 frames made, the queue holds 3: the reader waits for room
+        assert source.read <= 4 and source.waited > 0.2
+        first = [source.next(timeout=2) for _ in range(4)]
+        assert [f.index for f in first] == [0, 1, 2, 3]  # in order, none dropped
+        assert [read_index(f.image) for f in first] == [read_index(first[0].image) + i for i in range(4)]
+
+
+def test_the_reader_reconnects_after_the_server_restarts():
+    lines = []
+    port = free_port()
+    camera = serve_mjpeg(stamped, fps=30, count=300, port=port)
+    source = open_source(camera.url, reconnect=3, log=lines.append)
+    try:
+        before = [source.next(timeout=2) for _ in range(3)]
+        camera.close()
+        time.sleep(0.2)
+        camera = serve_mjpeg(lambda i: stamped(1000 + i), fps=30, count=300, port=port)  # the camera restarted
+        after = source.next(timeout=5)
+        while after is not None and read_index(after.image) < 1000:  # frames read before the drop
+            after = source.next(timeout=5)
+        assert after is not None and after.index > before[-1].index
+        assert len(lines) == 2, lines
+        assert lines[0] == (f"INPUT {camera.url}: the stream ended or its connection closed; reconnecting in 0.5 s "
+                            f"(try 1 of 3)")
+        assert lines[1].startswith(f"INPUT {camera.url}: reconnected (try 1, ")
+    finally:
+        source.close()
+        camera.close()
+
+
+def test_a_stream_that_does_not_come_back_fails_naming_it():
+    lines = []
+    camera = serve_mjpeg(stamped, fps=30, count=300)
+    source = open_source(camera.url, reconnect=2, log=lines.append)
+    try:
+        assert source.next(timeout=2) is not None
+        camera.close()
+        start = time.monotonic()
+        with pytest.raises(vf.InputError) as info:
+            while source.next(timeout=10) is not None:
+                pass
+        assert time.monotonic() - start < 5  # 0.5 s + 1 s of backoff
+        assert str(info.value) == (f"INPUT: {camera.url}: the stream dropped and did not come back after 2 tries in 2 s: "
+                                   f"connection refused (127.0.0.1:{camera.port}: no server there)")
+        assert [line.split("; ")[1] for line in lines] == ["reconnecting in 0.5 s (try 1 of 2)",
+                                                          "reconnecting in 1 s (try 2 of 2)"]
+        assert lines[1].startswith(f"INPUT {camera.url}: connection refused")  # each try says why the last failed
+        assert source.ended and source.poll() is None  # the error is raised once
+    finally:
+        source.close()
+
+
+def test_low_delay_options_and_the_users_win(monkeypatch):
+    assert capture_options("rtsp://cam/1") == "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+    assert capture_options("rtsp://cam/1", "udp") == "rtsp_transport;udp|fflags;nobuffer|flags;low_delay"
+    assert capture_options("http://cam/1") == "fflags;nobuffer|flags;low_delay"
+    assert redact("rtsp://admin:secret@10.1.2.3:8554/live") == "rtsp://admin:***@10.1.2.3:8554/live"
+    with serve_mjpeg(stamped, fps=30, count=300) as camera:
+        monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
+        open_source(camera.url).close()
+        assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ  # set for the open only
+        monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "user_agent;theirs")
+        open_source(camera.url).close()
+        agents = [line for request in camera.requests for line in request.splitlines() if line.startswith("User-Agent")]
+        assert len(agents) == 2 and agents[0].startswith("User-Agent: Lavf") and agents[1] == "User-Agent: theirs"
+        assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "user_agent;theirs"
+
+
+def test_sources_that_never_open_fail_in_one_line_within_seconds(tmp_path):
+    """As a user runs it (a fresh process, FFmpeg's logs as they are): one line naming the URL
+    and the reason, in under 10 s, nothing else on stderr."""
+    refused = f"127.0.0.1:{free_port()}"
+    script = f"""
+import sys, time
+from visolo_fast.cli import main
+from visolo_fast.io.serve import serve_mjpeg
+from visolo_fast.sample import sample_frames
+camera = serve_mjpeg(sample_frames(1, 72, 128), count=1000)
+for url in ["http://{refused}/stream.mjpg", "rtsp://{refused}/live", camera.url.replace("stream", "other"),
+            "udp://127.0.0.1:{free_port()}", "rtsp://user:pw@{refused}/live"]:
+    start = time.monotonic()
+    rc = main(["segment", url, "--timeout", "2", "--out", {str(tmp_path / "out")!r}])
+    print("rc", rc, round(time.monotonic() - start, 1), file=sys.stderr, flush=True)
+camera.close()
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    err = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120).stderr
+    lines = err.splitlines()
+    assert len(lines) == 10 and not any(c in err for c in CHATTER), err
+    assert lines[0::2] == [
+        f"error: INPUT: cannot open http://{refused}/stream.mjpg: connection refused ({refused}: no server there)",
+        f"error: INPUT: cannot open rtsp://{refused}/live: connection refused ({refused}: no server there)",
+        lines[4].split(": not found")[0] + ": not found (HTTP 404 Not Found)",
+        lines[6].split(": timed out")[0] + ": timed out: no packets came (is the sender running and sending to this port?)",
+        f"error: INPUT: cannot open rtsp://user:***@{refused}/live: connection refused ({refused}: no server there)",
+    ], err
+    assert lines[4].startswith("error: INPUT: cannot open http://127.0.0.1:") and lines[6].startswith("error: INPUT: cannot open udp://")
+    for line in lines[1::2]:
+        rc, seconds = line.split()[1:]
+        assert rc == "2" and float(seconds) < 10, err
+    assert not (tmp_path / "out").exists()
+
+
+def slow_step(monkeypatch, seconds: float, stop_after: int | None = None) -> list[float]:
+    """Tracker.step as a model that takes at least ``seconds`` a frame; Ctrl-C after
+    ``stop_after`` frames. Returns the steps' times, as they come."""
+    real_step = Tracker.step
+    times = []
+
+    def step(self, frame):
+        if stop_after is not None and len(times) == stop_after:
+            raise KeyboardInterrupt
+        started = time.monotonic()
+        result = real_step(self, frame)
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        times.append(time.monotonic() - started)
+        return result
+
+    monkeypatch.setattr(Tracker, "step", step)
+    return times
+
+
+@pytest.mark.parametrize("every_frame", [False, True], ids=["newest", "every-frame"])
+def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypatch, every_frame):
+    steps = slow_step(monkeypatch, 0.15, stop_after=6)  # a model slower than the camera; Ctrl-C after 6 frames
+    out, log = tmp_path / "out", tmp_path / "latency.csv"
+    with serve_mjpeg(stamped, fps=30, count=30 * 120) as camera:  # stops by itself after 2 minutes
+        assert main(["segment", camera.url, "--weights", weights, "--out", str(out), "--latency-log", str(log),
+                     *(["--every-frame", "--queue-size", "64"] if every_frame else [])]) == 130
+    printed = capsys.readouterr()
+    mode = "every frame through a queue of 64" if every_frame else "newest frame: the others dropped"
+    assert f"input: {camera.url} (live stream, {mode}, 72 x 128, 25 FPS)" in printed.out
+    assert "the model's memory is capped at 10 frames" in printed.out
+    assert "interrupted after 6 frames" in printed.out
+    summary = next(line for line in printed.out.splitlines() if line.startswith("input ("))
+    assert summary.startswith(f"input ({camera.url}): 6 frames processed, ") and "p50" in summary and "p99" in summary
+    assert "dropped" in printed.err and "latency p50" in printed.err  # the progress line
+    # the outputs of the frames done, as for a file
+    assert len(read_video(str(out / "overlay.mp4"))) == 6
+    rows = log.read_text().splitlines()
+    assert rows[0] == "input,frame,source_frame,capture_s,result_s,latency_ms" and len(rows) == 7
+    values = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
+    assert list(values[:, 1]) == list(range(6))
+    latency = values[:, 5] / 1000
+    assert np.allclose(latency, values[:, 4] - values[:, 3], atol=1e-5) and (latency > 0).all()
+    waited = latency - np.array(steps)  # capture -> the step's start: how long the frame waited for the model
+    if every_frame:
+        assert list(values[:, 2]) == list(range(6))  # none dropped
+        assert waited[-1] > waited[1] + 0.3, (latency, steps)  # each frame waits longer (0.15 s a step at 30 FPS)
+    else:
+        assert (np.diff(values[:, 2]) > 1).all()  # frames the model could not take were dropped
+        assert waited[1:].max() < 0.25, (latency, steps)  # at most a frame interval, whatever the step took
+
+
+def test_several_streams_go_through_one_engine_in_one_batch(tmp_path, weights, capsys, monkeypatch):
+    calls = []
+    real = vf.step_many
+
+    def step_many(trackers, frames):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(len(trackers))
+        assert len({id(t.engine) for t in trackers}) == 1
+        return real(trackers, frames)
+
+    monkeypatch.setattr(vf, "step_many", step_many)
+    out = tmp_path / "out"
+    with serve_mjpeg(stamped, fps=30, count=3600) as one, serve_mjpeg(lambda i: stamped(5000 + i), fps=30, count=3600) as two:
+        assert main(["segment", one.url, two.url, "--weights", weights, "--out", str(out)]) == 130
+    printed = capsys.readouterr().out
+    assert f"input 0: {one.url}" in printed and f"-> {out / '0'}{os.sep}" in printed
+    assert calls and max(calls) == 2  # both streams in one pass
+    for number in (0, 1):
+        frames = len(read_video(str(out / str(number) / "overlay.mp4")))
+        assert frames >= 1 and f"input {number} (" in printed
+    assert "interrupted after" in printed and "frames of 2 inputs" in printed
+
+
+def test_a_pipe_is_read_in_order(tmp_path, weights, capsys):
+    """A FIFO carrying a video (here an MJPEG AVI) is read as a file: every frame, in order."""
+    import cv2
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
+    for i in range(5):
+        writer.write(cv2.cvtColor(stamped(i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as f:
+            f.write(clip.read_bytes())
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    with open_source(str(fifo)) as source:
+        assert (source.live, source.kind) == (False, "pipe")
+        assert [read_index(f.image) for f in source] == [0, 1, 2, 3, 4]
+    feeder.join(timeout=5)
+    with pytest.raises(ValueError, match="not a live source"):
+        open_source(str(clip), every_frame=False)
+
+
+def test_latency_percentiles_within_one_percent():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.lognormal(np.log(0.04), 0.3, 5000), rng.uniform(0.5, 2.0, 50)])
+    stats = LatencyStats()
+    for v in values:
+        stats.add(float(v))
+    for q in (50, 95, 99):
+        assert abs(stats.percentile(q) / np.percentile(values, q, method="inverted_cdf") - 1) < 0.01
+    assert stats.percentile(100) == values.max() and stats.count == len(values)
+    assert np.isnan(LatencyStats().percentile(50))
+    merged = LatencyStats.merged([stats, stats])
+    assert merged.count == 2 * len(values) and merged.percentile(50) == stats.percentile(50)
