@@ -19,7 +19,7 @@ from tests.test_cli import CHATTER, REPO, read_video, refused_line
 from visolo_fast import Tracker, save_model
 from visolo_fast.cli import main
 from visolo_fast.io.live import LatencyStats, capture_options, open_source, redact
-from visolo_fast.io.serve import read_index, serve_mjpeg, stamp_index
+from visolo_fast.io.serve import UdpCamera, read_index, serve_mjpeg, stamp_index
 from visolo_fast.io.video import quiet_opencv
 from visolo_fast.sample import sample_frames
 
@@ -99,6 +99,18 @@ def test_newest_frame_lag_stays_bounded_and_every_frame_lag_grows():
     assert every[-1] >= every[2] + 12 and every[-1] >= 20, every
     assert all(b >= a for a, b in zip(every[2:], every[3:])), every
     assert source.read >= 12 and source.dropped == source.read - 12  # only those left in the queue at close
+
+
+def test_a_udp_h264_stream_opens():
+    """MPEG-TS over UDP (an encoder box's stream), H.264 sent by ffmpeg: opened with the low-delay
+    options, frames in the camera's order."""
+    with UdpCamera(stamped, fps=30, count=30 * 60) as camera, open_source(camera.url) as source:
+        assert (source.live, source.size) == (True, (H, W))
+        frames = [source.next(timeout=5) for _ in range(4)]
+        assert all(f is not None for f in frames)
+        stamps = [read_index(f.image) for f in frames]
+        assert stamps == sorted(set(stamps)) and [f.index for f in frames] == sorted(set(f.index for f in frames))
+        assert camera.made - 1 - stamps[-1] < 30  # about the newest: less than a second behind
 
 
 def test_every_frame_queue_is_bounded_and_the_reader_waits():
@@ -321,3 +333,21 @@ def test_latency_percentiles_within_one_percent():
     assert np.isnan(LatencyStats().percentile(50))
     merged = LatencyStats.merged([stats, stats])
     assert merged.count == 2 * len(values) and merged.percentile(50) == stats.percentile(50)
+
+
+def test_the_readme_live_example_runs_and_says_what_it_did(capsys, tmp_path, monkeypatch):
+    """The README's example of a live source (tests/test_readme.py runs it too): it prints
+    one line per frame, in order of the source, then read = taken + dropped."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "open_source" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6, lines
+    indices = [int(line.split()[0]) for line in lines[:5]]
+    assert indices == sorted(set(indices)) and all(line.split()[2] == "ms" for line in lines[:5])
+    read, dropped = int(lines[5].split()[0]), int(lines[5].split()[2])
+    assert lines[5] == f"{read} read, {dropped} dropped" and read == 5 + dropped

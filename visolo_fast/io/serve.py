@@ -1,6 +1,7 @@
 """A camera on the loopback, for examples, tests and benchmarks of live sources: generated
 frames served as HTTP MJPEG (``multipart/x-mixed-replace``, what network cameras serve),
-from threads of this process, for a bounded number of frames.
+from threads of this process, or sent as H.264 in MPEG-TS over UDP through an ffmpeg
+binary (imageio-ffmpeg's); for a bounded number of frames.
 
 Frame numbers can be drawn into the frames (:func:`stamp_index`, read back with
 :func:`read_index`), so that a client can tell from the pixels which frame of the camera
@@ -10,6 +11,7 @@ it holds, and how far behind the camera it is.
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -191,3 +193,79 @@ def serve_mjpeg(frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps:
     in all (default ``len(frames)``), then it stops by itself. Use it as a context manager
     (``with serve_mjpeg(frames) as camera: ... camera.url``) to stop it on the way out."""
     return MjpegServer(frames, fps=fps, count=count, port=port)
+
+
+class UdpCamera:
+    """Generated frames sent as H.264 (x264, zerolatency, a key frame a second) in MPEG-TS
+    over UDP to ``url`` (``udp://127.0.0.1:PORT``, a free port), as an encoder box does:
+    the frames are piped into ffmpeg on the camera's clock, ``fps`` a second, ``count`` in
+    all, then it stops by itself. ``times[i]``: when frame i was handed to ffmpeg.
+
+    Needs an ffmpeg binary: imageio-ffmpeg's (``pip install imageio-ffmpeg``).
+    """
+
+    def __init__(self, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
+                 count: int | None = None):
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            raise ImportError("UdpCamera needs an ffmpeg binary: pip install imageio-ffmpeg") from None
+        if count is None:
+            if callable(frames):
+                raise ValueError("UdpCamera: count is needed when frames is a function")
+            count = len(frames)
+        self._frame = frames if callable(frames) else (lambda i: frames[i % len(frames)])
+        self.fps, self.count = float(fps), int(count)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"udp://127.0.0.1:{self.port}"
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        h, w = self._frame(0).shape[:2]
+        self._process = subprocess.Popen(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
+             "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
+             "-preset", "ultrafast", "-tune", "zerolatency", "-g", f"{max(1, round(self.fps))}", "-crf", "20",
+             "-pix_fmt", "yuv420p", "-f", "mpegts", f"{self.url}?pkt_size=1316"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._thread = threading.Thread(target=self._feed, name="udp-camera", daemon=True)
+        self._thread.start()
+
+    @property
+    def made(self) -> int:
+        return len(self.times)
+
+    def _feed(self) -> None:
+        start = time.monotonic()
+        try:
+            for index in range(self.count):
+                if self._stop.wait(max(0.0, start + index / self.fps - time.monotonic())):
+                    break
+                data = np.ascontiguousarray(self._frame(index), dtype=np.uint8).tobytes()
+                self.times.append(time.monotonic())
+                self._process.stdin.write(data)
+                self._process.stdin.flush()
+        except (OSError, ValueError):  # ffmpeg went away, or close() closed its input
+            pass
+        finally:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Stops sending and ends ffmpeg."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        try:
+            self._process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=5.0)
+
+    def __enter__(self) -> "UdpCamera":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
