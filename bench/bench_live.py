@@ -2,17 +2,17 @@
 camera, the newest frame against every frame.
 
     python bench/bench_live.py [--seconds 30] [--fps 30] [--size 360x640] [--input-size 176x320]
-                               [--transports http,udp] [--queue-size 32] [--weights model_final.pth]
+                               [--transports http,udp,rtsp-tcp,rtsp-udp] [--queue-size 32] [--weights model_final.pth]
 
 The camera makes frames on its own clock, each with its number drawn into its pixels
 (visolo_fast.io.serve.stamp_index), and notes when it made each one. It is served:
 
 - http: HTTP MJPEG from Python (visolo_fast.io.serve), as network cameras serve it;
 - udp: H.264 (x264, zerolatency) in MPEG-TS over UDP, the frames piped into the ffmpeg
-  binary of imageio-ffmpeg (visolo_fast.io.serve.UdpCamera); skipped, with a message, when
-  imageio-ffmpeg is not installed;
-- RTSP is not measured: no RTSP server installs with pip (FFmpeg can push RTSP to a server
-  but not serve it).
+  binary of imageio-ffmpeg (visolo_fast.io.serve.UdpCamera);
+- rtsp-tcp, rtsp-udp: the same H.264 in RTP, served by the small RTSP server of
+  visolo_fast.io.serve.RtspCamera, RTP in the RTSP connection (the default) or over UDP;
+- udp and rtsp are skipped, with a message, when imageio-ffmpeg is not installed.
 
 For each transport and mode, one stream is read with visolo_fast.open_source and stepped
 through a Tracker for ``--seconds`` (after a warm-up on other frames), and reported:
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import visolo_fast as vf  # noqa: E402
 from bench.common import RESULTS, commit, device_name  # noqa: E402
-from visolo_fast.io.serve import MjpegServer, UdpCamera, read_index, stamp_index  # noqa: E402
+from visolo_fast.io.serve import MjpegServer, RtspCamera, UdpCamera, read_index, stamp_index  # noqa: E402
 from visolo_fast.io.video import quiet_opencv  # noqa: E402
 from visolo_fast.sample import sample_frames  # noqa: E402
 
@@ -51,8 +51,9 @@ def percentiles(values: list[float]) -> str:
     return f"{p[0]:7.0f} {p[1]:7.0f} {p[2]:7.0f}"
 
 
-def run(engine, camera, url: str, every_frame: bool, seconds: float, queue_size: int) -> dict:
-    source = vf.open_source(url, every_frame=every_frame, queue_size=queue_size, timeout=10.0, reconnect=0)
+def run(engine, camera, url: str, every_frame: bool, seconds: float, queue_size: int, rtsp_transport: str) -> dict:
+    source = vf.open_source(url, every_frame=every_frame, queue_size=queue_size, timeout=10.0, reconnect=0,
+                            rtsp_transport=rtsp_transport)
     tracker = vf.Tracker(engine)
     capture, e2e, stamps = [], [], []
     sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)
@@ -86,7 +87,8 @@ def main() -> None:
     parser.add_argument("--size", default="360x640", help="the camera's HxW (default 360x640)")
     parser.add_argument("--input-size", default="176x320", help="the network's input HxW (default 176x320; "
                                                                   "352x624 is the official)")
-    parser.add_argument("--transports", default="http,udp", help="http, udp (default both)")
+    parser.add_argument("--transports", default="http,udp,rtsp-tcp,rtsp-udp",
+                        help="http, udp, rtsp-tcp, rtsp-udp (default all)")
     parser.add_argument("--queue-size", type=int, default=32, help="the every-frame queue (default 32)")
     parser.add_argument("--weights", help="a checkpoint (default: random weights, seeded)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -117,20 +119,19 @@ def main() -> None:
         for every_frame in (False, True):
             if transport == "http":
                 camera = MjpegServer(frame_at, fps=args.fps, count=count)
-                url = camera.url
-            elif transport == "udp":
+            elif transport in ("udp", "rtsp-tcp", "rtsp-udp"):
                 try:
-                    camera = UdpCamera(frame_at, args.fps, count)
+                    camera = (UdpCamera if transport == "udp" else RtspCamera)(frame_at, args.fps, count)
                 except ImportError:
-                    lines.append("udp        skipped: imageio-ffmpeg is not installed (pip install imageio-ffmpeg: "
-                                 "its ffmpeg binary encodes and sends the stream)")
+                    lines.append(f"{transport:10} skipped: imageio-ffmpeg is not installed (pip install imageio-ffmpeg: "
+                                 f"its ffmpeg binary encodes the stream)")
+                    print(lines[-1], flush=True)
                     break
-                url = camera.url
             else:
-                raise SystemExit(f"--transports: {transport!r} is not http or udp (RTSP: no RTSP server installs "
-                                 f"with pip, see the docstring)")
+                raise SystemExit(f"--transports: {transport!r} is not http, udp, rtsp-tcp or rtsp-udp")
             try:
-                result = run(engine, camera, url, every_frame, args.seconds, args.queue_size)
+                result = run(engine, camera, camera.url, every_frame, args.seconds, args.queue_size,
+                             "udp" if transport == "rtsp-udp" else "tcp")
             finally:
                 camera.close()
             mode = f"every frame (queue {args.queue_size})" if every_frame else "newest frame"

@@ -19,7 +19,7 @@ from tests.test_cli import CHATTER, REPO, read_video, refused_line
 from visolo_fast import Tracker, save_model
 from visolo_fast.cli import main
 from visolo_fast.io.live import LatencyStats, capture_options, open_source, redact
-from visolo_fast.io.serve import UdpCamera, read_index, serve_mjpeg, stamp_index
+from visolo_fast.io.serve import RtspCamera, UdpCamera, read_index, serve_mjpeg, stamp_index
 from visolo_fast.io.video import quiet_opencv
 from visolo_fast.sample import sample_frames
 
@@ -111,6 +111,25 @@ def test_a_udp_h264_stream_opens():
         stamps = [read_index(f.image) for f in frames]
         assert stamps == sorted(set(stamps)) and [f.index for f in frames] == sorted(set(f.index for f in frames))
         assert camera.made - 1 - stamps[-1] < 30  # about the newest: less than a second behind
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_an_rtsp_stream_opens_over_tcp_by_default_or_udp(transport):
+    """An IP camera's RTSP (H.264 over RTP): RTP in the RTSP connection unless UDP is asked for,
+    as the SETUP the server received says."""
+    options = {} if transport == "tcp" else {"rtsp_transport": "udp"}
+    with RtspCamera(stamped, fps=30, count=30 * 60) as camera, open_source(camera.url, **options) as source:
+        frames = [source.next(timeout=5) for _ in range(4)]
+        assert all(f is not None for f in frames) and source.size == (H, W)
+        stamps = [read_index(f.image) for f in frames]
+        assert stamps == sorted(set(stamps)) and camera.made - 1 - stamps[-1] < 30
+    setup = next(r for r in camera.requests if r.startswith("SETUP"))
+    transports = [line for line in setup.splitlines() if line.startswith("Transport:")]
+    assert ("RTP/AVP/TCP" in transports[0]) == (transport == "tcp") and ("client_port=" in transports[0]) == (transport == "udp")
+    if transport == "tcp":  # a path the server does not have: the reason from its answer
+        with RtspCamera(stamped, fps=30, count=30 * 60) as other, pytest.raises(vf.InputError) as info:
+            open_source(other.url.replace("/live", "/other"), timeout=2)
+        assert str(info.value) == f"INPUT: cannot open {other.url.replace('/live', '/other')}: not found (RTSP 404 Not Found)"
 
 
 def test_every_frame_queue_is_bounded_and_the_reader_waits():

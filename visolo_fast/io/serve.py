@@ -1,7 +1,8 @@
 """A camera on the loopback, for examples, tests and benchmarks of live sources: generated
 frames served as HTTP MJPEG (``multipart/x-mixed-replace``, what network cameras serve),
-from threads of this process, or sent as H.264 in MPEG-TS over UDP through an ffmpeg
-binary (imageio-ffmpeg's); for a bounded number of frames.
+from threads of this process; or H.264 encoded by an ffmpeg binary (imageio-ffmpeg's), sent
+in MPEG-TS over UDP or served over RTSP (RTP over the RTSP connection or over UDP) by a small
+RTSP server of this module; for a bounded number of frames.
 
 Frame numbers can be drawn into the frames (:func:`stamp_index`, read back with
 :func:`read_index`), so that a client can tell from the pixels which frame of the camera
@@ -10,6 +11,7 @@ it holds, and how far behind the camera it is.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -206,20 +208,24 @@ class UdpCamera:
 
     def __init__(self, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
                  count: int | None = None):
-        try:
-            import imageio_ffmpeg
-        except ImportError:
-            raise ImportError("UdpCamera needs an ffmpeg binary: pip install imageio-ffmpeg") from None
-        if count is None:
-            if callable(frames):
-                raise ValueError("UdpCamera: count is needed when frames is a function")
-            count = len(frames)
-        self._frame = frames if callable(frames) else (lambda i: frames[i % len(frames)])
-        self.fps, self.count = float(fps), int(count)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"udp://127.0.0.1:{self.port}"
+        self._start(frames, fps, count, ["-f", "mpegts", f"{self.url}?pkt_size=1316"])
+
+    def _start(self, frames, fps: float, count: int | None, output: list[str]) -> None:
+        """Starts ffmpeg, encoding to ``output``, and the thread that feeds it the frames."""
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            raise ImportError(f"{type(self).__name__} needs an ffmpeg binary: pip install imageio-ffmpeg") from None
+        if count is None:
+            if callable(frames):
+                raise ValueError(f"{type(self).__name__}: count is needed when frames is a function")
+            count = len(frames)
+        self._frame = frames if callable(frames) else (lambda i: frames[i % len(frames)])
+        self.fps, self.count = float(fps), int(count)
         self.times: list[float] = []
         self._stop = threading.Event()
         h, w = self._frame(0).shape[:2]
@@ -227,9 +233,9 @@ class UdpCamera:
             [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
              "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
              "-preset", "ultrafast", "-tune", "zerolatency", "-g", f"{max(1, round(self.fps))}", "-crf", "20",
-             "-pix_fmt", "yuv420p", "-f", "mpegts", f"{self.url}?pkt_size=1316"],
+             "-pix_fmt", "yuv420p", *output],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._thread = threading.Thread(target=self._feed, name="udp-camera", daemon=True)
+        self._thread = threading.Thread(target=self._feed, name="ffmpeg-camera", daemon=True)
         self._thread.start()
 
     @property
@@ -269,3 +275,195 @@ class UdpCamera:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RtspCamera(UdpCamera):
+    """Generated frames served over RTSP on ``url`` (``rtsp://127.0.0.1:PORT/live``), as an IP
+    camera serves them: ffmpeg encodes H.264 (x264, zerolatency) into RTP packets, which a small
+    RTSP server here hands to each client that PLAYs, interleaved in its RTSP connection
+    (``RTP/AVP/TCP``) or to its UDP ports (``RTP/AVP``), whichever its SETUP asks for. Any other
+    path is answered ``404 Not Found``. ``count`` frames at ``fps``, then it stops by itself.
+
+    Needs an ffmpeg binary: imageio-ffmpeg's (``pip install imageio-ffmpeg``).
+    """
+
+    def __init__(self, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
+                 count: int | None = None, path: str = "/live"):
+        import tempfile
+
+        self._rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._rtp.bind(("127.0.0.1", 0))
+        self._rtp.settimeout(0.1)
+        self._rtcp = None
+        rtp_port = self._rtp.getsockname()[1]
+        try:  # ffmpeg sends RTCP to the next port: take it, so that its reports land somewhere
+            self._rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._rtcp.bind(("127.0.0.1", rtp_port + 1))
+        except OSError:
+            self._rtcp.close()
+            self._rtcp = None
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self._listener.settimeout(0.05)
+        self.port, self.path = self._listener.getsockname()[1], path
+        self.url = f"rtsp://127.0.0.1:{self.port}{path}"
+        self.requests: list[str] = []
+        self._players: dict[int, Callable[[bytes], None]] = {}
+        self._lock = threading.Lock()
+        self._sdp_dir = tempfile.mkdtemp(prefix="visolo_fast_rtsp_")
+        self._sdp_path = os.path.join(self._sdp_dir, "stream.sdp")
+        self._start(frames, fps, count, ["-f", "rtp", "-sdp_file", self._sdp_path,
+                                         f"rtp://127.0.0.1:{rtp_port}?pkt_size=1200"])
+        self._servers = [threading.Thread(target=self._relay, name="rtsp-relay", daemon=True),
+                         threading.Thread(target=self._accept, name="rtsp-accept", daemon=True)]
+        for thread in self._servers:
+            thread.start()
+
+    def _sdp(self) -> str:
+        """ffmpeg's SDP of the stream (written when it starts), as an RTSP server describes it."""
+        deadline = time.monotonic() + 10
+        while not (os.path.exists(self._sdp_path) and os.path.getsize(self._sdp_path)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with open(self._sdp_path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        out = []
+        for line in lines:
+            if line.startswith("m=video"):
+                out.append("m=video 0 RTP/AVP " + line.split()[-1])
+                out.append("a=control:trackID=0")
+            elif not line.startswith(("c=", "SDP:")):
+                out.append(line)
+        return "\r\n".join(out[:1] + ["c=IN IP4 0.0.0.0"] + out[1:]) + "\r\n"
+
+    def _relay(self) -> None:
+        while not self._stop.is_set():
+            try:
+                packet = self._rtp.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                players = list(self._players.items())
+            for key, send in players:
+                try:
+                    send(packet)
+                except OSError:
+                    with self._lock:
+                        self._players.pop(key, None)
+
+    def _accept(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    conn, address = self._listener.accept()
+                except (socket.timeout, BlockingIOError):
+                    continue
+                threading.Thread(target=self._serve, args=(conn, address), name="rtsp-client", daemon=True).start()
+        except OSError:
+            pass
+        finally:
+            self._listener.close()
+
+    def _serve(self, conn: socket.socket, address) -> None:
+        key, buffer, session = id(conn), b"", f"{id(conn) & 0xFFFFFFF:08d}"
+        send_lock = threading.Lock()
+        udp = None
+        conn.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                while buffer[:1] == b"$" and len(buffer) >= 4:  # the client's RTCP, interleaved: skipped
+                    size = 4 + int.from_bytes(buffer[2:4], "big")
+                    if len(buffer) < size:
+                        break
+                    buffer = buffer[size:]
+                if b"\r\n\r\n" not in buffer or buffer[:1] == b"$":
+                    try:
+                        chunk = conn.recv(65536)
+                    except socket.timeout:
+                        continue
+                    if not chunk:
+                        return
+                    buffer += chunk
+                    continue
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                text = head.decode("latin-1")
+                self.requests.append(text)
+                lines = text.split("\r\n")
+                method, target = (lines[0].split(" ") + ["", ""])[:2]
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+                length = int(headers.get("content-length", "0") or 0)
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                buffer = buffer[length:]
+                reply = [f"CSeq: {headers.get('cseq', '0')}"]
+                body = b""
+                status = "200 OK"
+                path = "/" + target.split("://", 1)[-1].split("/", 1)[-1] if "://" in target else target
+                if method not in ("OPTIONS", "TEARDOWN", "GET_PARAMETER") and not path.split("?")[0].startswith(self.path):
+                    status = "404 Not Found"
+                elif method == "OPTIONS":
+                    reply.append("Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER")
+                elif method == "DESCRIBE":
+                    body = self._sdp().encode()
+                    reply += [f"Content-Base: {self.url}/", "Content-Type: application/sdp"]
+                elif method == "SETUP":
+                    transport = headers.get("transport", "")
+                    if "RTP/AVP/TCP" in transport:
+                        channel = int(transport.split("interleaved=")[1].split("-")[0]) if "interleaved=" in transport else 0
+
+                        def send(packet: bytes, channel=channel) -> None:
+                            with send_lock:
+                                conn.sendall(b"$" + bytes([channel]) + len(packet).to_bytes(2, "big") + packet)
+
+                        reply.append(f"Transport: RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}")
+                    else:
+                        ports = transport.split("client_port=")[1].split(";")[0].split("-")
+                        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        udp.bind(("127.0.0.1", 0))
+                        target_address = (address[0], int(ports[0]))
+
+                        def send(packet: bytes, udp=udp, target_address=target_address) -> None:
+                            udp.sendto(packet, target_address)
+
+                        server = udp.getsockname()[1]
+                        reply.append(f"Transport: RTP/AVP;unicast;client_port={ports[0]}-{ports[-1]};"
+                                     f"server_port={server}-{server + 1}")
+                    reply.append(f"Session: {session};timeout=60")
+                    self._pending = send
+                elif method == "PLAY":
+                    reply += [f"Session: {session}", "Range: npt=0.000-"]
+                    with self._lock:
+                        self._players[key] = self._pending
+                elif method == "TEARDOWN":
+                    reply.append(f"Session: {session}")
+                    with self._lock:
+                        self._players.pop(key, None)
+                elif method != "GET_PARAMETER":
+                    status = "405 Method Not Allowed"
+                message = f"RTSP/1.0 {status}\r\n" + "\r\n".join(reply)
+                message += f"\r\nContent-Length: {len(body)}\r\n\r\n" if body else "\r\n\r\n"
+                with send_lock:
+                    conn.sendall(message.encode() + body)
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._players.pop(key, None)
+            if udp is not None:
+                udp.close()
+            conn.close()
+
+    def close(self) -> None:
+        """Stops the camera and the server, and closes every connection."""
+        super().close()
+        for thread in self._servers:
+            thread.join(timeout=2.0)
+        for sock in (self._rtp, self._rtcp):
+            if sock is not None:
+                sock.close()
+        import shutil
+
+        shutil.rmtree(self._sdp_dir, ignore_errors=True)
