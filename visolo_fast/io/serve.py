@@ -370,7 +370,7 @@ class RtspCamera(UdpCamera):
     def _serve(self, conn: socket.socket, address) -> None:
         key, buffer, session = id(conn), b"", f"{id(conn) & 0xFFFFFFF:08d}"
         send_lock = threading.Lock()
-        udp = None
+        udp, pending = None, None
         conn.settimeout(0.2)
         try:
             while not self._stop.is_set():
@@ -432,11 +432,12 @@ class RtspCamera(UdpCamera):
                         reply.append(f"Transport: RTP/AVP;unicast;client_port={ports[0]}-{ports[-1]};"
                                      f"server_port={server}-{server + 1}")
                     reply.append(f"Session: {session};timeout=60")
-                    self._pending = send
+                    pending = send
                 elif method == "PLAY":
                     reply += [f"Session: {session}", "Range: npt=0.000-"]
                     with self._lock:
-                        self._players[key] = self._pending
+                        if pending is not None:
+                            self._players[key] = pending
                 elif method == "TEARDOWN":
                     reply.append(f"Session: {session}")
                     with self._lock:
