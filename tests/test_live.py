@@ -370,3 +370,25 @@ def test_the_readme_live_example_runs_and_says_what_it_did(capsys, tmp_path, mon
     assert indices == sorted(set(indices)) and all(line.split()[2] == "ms" for line in lines[:5])
     read, dropped = int(lines[5].split()[0]), int(lines[5].split()[2])
     assert lines[5] == f"{read} read, {dropped} dropped" and read == 5 + dropped
+
+
+def test_live_options_that_do_nothing_are_refused_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("visolo_fast.cli.open_source", lambda *_, **__: pytest.fail("the input was opened first"))
+    out = ["--out", str(tmp_path / "out")]
+    cases = [
+        (["http://127.0.0.1:9/x", "--queue-size", "8"],
+         "error: --queue-size: it sizes the --every-frame queue, and no --every-frame was given"),
+        (["http://127.0.0.1:9/x", "--rtsp-transport", "udp"],
+         "error: --rtsp-transport udp: it is for rtsp:// inputs, and none was given"),
+        (["http://127.0.0.1:9/x", "--latency-log", str(tmp_path)],
+         f"error: --latency-log: cannot write to {tmp_path}: a folder, not a file"),
+    ]
+    for argv, line in cases:
+        assert main(["segment", *argv, *out]) == 2
+        assert refused_line(capsys) == line
+    for argv, message in [(["--timeout", "0"], "must be a number of seconds > 0"), (["--reconnect", "-1"], "must be 0 or more"),
+                          (["--queue-size", "0"], "must be at least 1")]:
+        with pytest.raises(SystemExit):
+            main(["segment", "http://127.0.0.1:9/x", *argv, *out])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -24,7 +24,7 @@ from visolo_fast import backends
 from visolo_fast.checkpoint import _check_file
 from visolo_fast.classes import BUILT_IN, load_classes
 from visolo_fast.io import InputError
-from visolo_fast.io.live import LatencyStats, Source, StoredSource, is_live, open_source, redact
+from visolo_fast.io.live import LatencyStats, Source, StoredSource, open_source, redact
 from visolo_fast.io.outputs import MASKS, RunOutputs, mask_files
 from visolo_fast.io.video import quiet_opencv
 
