@@ -340,6 +340,34 @@ def test_a_pipe_is_read_in_order(tmp_path, weights, capsys):
         open_source(str(clip), every_frame=False)
 
 
+def test_a_video_file_over_http_is_read_as_a_file(tmp_path):
+    """A URL whose stream declares its length: every frame, in order, from the first."""
+    import functools
+    import http.server
+
+    import cv2
+
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
+    for i in range(6):
+        writer.write(cv2.cvtColor(stamped(i), cv2.COLOR_RGB2BGR))
+    writer.release()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        with open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.avi") as source:
+            assert (source.live, source.kind, source.count) == (False, "video file over the network", 6)
+            assert [(f.index, read_index(f.image)) for f in source] == [(i, i) for i in range(6)]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_latency_percentiles_within_one_percent():
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.lognormal(np.log(0.04), 0.3, 5000), rng.uniform(0.5, 2.0, 50)])

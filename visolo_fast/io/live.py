@@ -390,13 +390,14 @@ class OpenError(InputError):
         self.reason = reason
 
 
-def _open_url(url: str, timeout: float, rtsp_transport: str) -> cv2.VideoCapture:
+def _open_url(url: str, timeout: float, rtsp_transport: str, low_delay: bool = True) -> cv2.VideoCapture:
     """An open FFmpeg capture of ``url``, with our low-delay options unless the user set
-    theirs, and ``timeout`` on opening and on each read; else :class:`OpenError`."""
+    theirs (or ``low_delay`` is False: FFmpeg's defaults), and ``timeout`` on opening and on
+    each read; else :class:`OpenError`."""
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000)]
     start = time.monotonic()
     with _env_lock:
-        ours = _ENV not in os.environ
+        ours = low_delay and _ENV not in os.environ
         if ours:
             os.environ[_ENV] = capture_options(url, rtsp_transport)
         try:
@@ -566,6 +567,9 @@ def open_source(spec: str | int, every_frame: bool | None = None, queue_size: in
         capture = opener()
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         if count > 0:  # a stream of known length (a file over HTTP, an HLS playlist that ends): a file
+            # NB: opened again without fflags nobuffer, which drops the frames read while probing: a file's first
+            capture.release()
+            capture = _open_url(spec, timeout, rtsp_transport, low_delay=False)
             return StoredSource(FrameSource.from_capture(capture, redact(spec), "video file over the network", count))
         first = [capture]
 
