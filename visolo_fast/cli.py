@@ -698,10 +698,10 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--rtsp-transport", choices=["tcp", "udp"],
                          help="RTP over the RTSP connection (tcp, the default) or over UDP, for rtsp:// inputs")
     segment.add_argument("--timeout", type=_seconds, default=5.0, metavar="S",
-                         help="seconds a stream may take to open, or to send a frame before it counts as dropped "
-                              "(default 5)")
+                         help="seconds a stream may take to open, or to send a frame before it counts as lost and is "
+                              "reopened (default 5)")
     segment.add_argument("--reconnect", type=_count, default=5, metavar="N",
-                         help="tries to reopen a live input that dropped, with backoff 0.5 s, 1 s, 2 s ... 8 s (default 5)")
+                         help="tries to reopen a live input that was lost, with backoff 0.5 s, 1 s, 2 s ... 8 s (default 5)")
     segment.add_argument("--latency-log", metavar="FILE",
                          help="write one CSV row per frame: input, frame, source frame, capture and result times (s), "
                               "latency (ms)")

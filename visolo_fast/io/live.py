@@ -526,8 +526,8 @@ def open_source(spec: str | int, every_frame: bool | None = None, queue_size: in
             newest frame, the others dropped and counted. Files, folders and pipes always give
             every frame.
         timeout: seconds a live source may take to open, and to deliver a frame before it
-            counts as dropped (network streams).
-        reconnect: tries to reopen a live source that dropped (backoff 0.5 s, 1 s, 2 s ... 8 s).
+            counts as lost and is reopened (network streams).
+        reconnect: tries to reopen a live source that was lost (backoff 0.5 s, 1 s, 2 s ... 8 s).
         rtsp_transport: ``"tcp"`` (default) or ``"udp"``, for rtsp:// URLs. FFmpeg options
             come from ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` if it is set, else
             :func:`capture_options`: low delay (no buffering, no decoder delay).
