@@ -28,8 +28,8 @@ def frames():
 
 
 # The recording CPU's convolutions (oneDNN picks its kernels by instruction set: AVX2,
-# AVX-512, AMX) round differently from another CPU's: measured on an AVX2 AMD EPYC against the
-# recording, every decision (instances, tracks, labels) equal, scores within 1.7e-4 (a few
+# AVX-512, AMX) round differently from another CPU's: measured on an AMD EPYC with AVX-512 and
+# BF16 against the recording, every decision (instances, tracks, labels) equal, scores within 1.7e-4 (a few
 # float32 ulps of the network's outputs, grown through the score products) and at most 3 mask
 # pixels in 10,000 differing (pixels at the 0.5 threshold).
 SCORE_ATOL = 5e-4
