@@ -36,6 +36,16 @@ class VisoloConfig:
     # bound). N >= 3: at most N entries; the oldest long-term entry after frame 0 makes
     # room (outputs then differ from the official ones once the cap is reached).
     max_memory_frames: int | None = None
+    # None: the official rule, a lost instance stays a re-identification candidate for as
+    # long as the stream lasts (the candidates, and the work of matching them, grow with
+    # the stream's age). N >= 1: a track is lost in each frame it is absent from; a lost
+    # track may be re-identified after up to N such frames in a row (last seen in frame f,
+    # it can come back up to frame f + N + 1); absent from frame f + N + 1 too, it is lost
+    # for more than N frames: it stops being a candidate and ends, reported once, by the
+    # FrameResult of frame f + N + 1 (its ``ended``). A track seen in every frame does not
+    # end. Outputs differ from the official ones from the first frame where a track would
+    # have come back later than that (it starts a new track instead).
+    max_lost_frames: int | None = None
 
     def __post_init__(self):
         def need(ok: bool, what: str, got) -> None:
@@ -51,6 +61,9 @@ class VisoloConfig:
         need(self.nms_kernel in ("gaussian", "linear"), "nms_kernel must be 'gaussian' or 'linear'", self.nms_kernel)
         need(self.max_memory_frames is None or (isinstance(self.max_memory_frames, int) and self.max_memory_frames >= 3),
              "max_memory_frames must be None or an integer >= 3", self.max_memory_frames)
+        lost = self.max_lost_frames
+        need(lost is None or (isinstance(lost, int) and not isinstance(lost, bool) and lost >= 1),
+             "max_lost_frames must be None or an integer >= 1", lost)
         need(len(self.pixel_mean) == 3 and len(self.pixel_std) == 3, "pixel_mean and pixel_std need 3 values",
              (self.pixel_mean, self.pixel_std))
 

@@ -3,10 +3,13 @@ scripted videos built to continue, lose and re-identify, start, and contend for 
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.engine.scripted import Obj, ScriptedNet, blank_frames
 from visolo_fast import Tracker
-from visolo_fast.engine.association import Candidate, match_candidates, match_previous
+from visolo_fast.engine.association import (Candidate, CandidateRows, match_candidate_rows, match_candidates,
+                                            match_previous)
 
 THR = 0.1
 
@@ -120,3 +123,85 @@ def test_a_frame_without_instances_loses_every_track():
     frames = tracks_by_object(results)
     assert frames[1] == {} and frames[2] == frames[0]  # both re-identified from the one entry
     assert tracker._candidates == []
+
+
+def entry_loop(entries: list[np.ndarray], tracks: list, threshold: float) -> list[list[int]]:
+    """Spec section 6, step 2, as written: the entries newest first, each unmatched instance
+    (score order) takes the best free row of the entry; returns each entry's rows taken."""
+    taken_rows: list[list[int]] = [[] for _ in entries]
+    for c in range(len(entries) - 1, -1, -1):
+        if None not in tracks:
+            break
+        sim, taken = entries[c], set()
+        for i, track in enumerate(tracks):
+            if track is None:
+                order = np.argsort(-sim[:, i], kind="stable")
+                for row in order:
+                    if not sim[row, i] >= threshold:
+                        break
+                    if row not in taken:
+                        taken.add(int(row))
+                        tracks[i] = (c, int(row))
+                        break
+        taken_rows[c] = sorted(taken)
+    return taken_rows
+
+
+VALUES = st.sampled_from([0.0, 0.02, 0.0999, THR, THR, 0.35, 0.5, 0.5, 0.8, 0.99, 1.0, float("nan")])
+
+
+@st.composite
+def candidate_cases(draw):
+    width = draw(st.integers(0, 5))
+    sizes = draw(st.lists(st.integers(1, 4), max_size=6))
+    entries = [np.array(draw(st.lists(st.lists(VALUES, min_size=width, max_size=width), min_size=k, max_size=k)),
+                        np.float32).reshape(k, width) for k in sizes]
+    tracks = draw(st.lists(st.sampled_from([None, None, 90]), min_size=width, max_size=width))
+    return entries, tracks
+
+
+@settings(max_examples=300, deadline=None)
+@given(candidate_cases())
+def test_candidate_rows_decide_as_the_entry_loop(case):
+    """match_candidate_rows (all rows in one array, only the entries that reach the threshold
+    visited) takes the same rows for the same instances as the loop over every entry, with
+    ties, values at the threshold, NaN, and instances matched already."""
+    entries, tracks = case
+    expected_tracks = list(tracks)
+    expected = entry_loop(entries, expected_tracks, THR)
+    width = len(tracks)
+    rows = np.concatenate(entries) if entries else np.zeros((0, width), np.float32)
+    entry_of_row = np.repeat(np.arange(len(entries)), [e.shape[0] for e in entries]).astype(np.int64) * 3 + 5
+    row_ids = [(c, r) for c, e in enumerate(entries) for r in range(e.shape[0])]
+    got_tracks = list(tracks)
+    taken = match_candidate_rows(rows, entry_of_row, np.arange(len(row_ids)), got_tracks, THR)
+    assert [t if t is None or t == 90 else row_ids[t] for t in got_tracks] == expected_tracks
+    assert [row_ids[r] for r in taken] == [(c, r) for c, rs in enumerate(expected) for r in rs]
+
+
+def test_candidate_rows_keep_the_entries_in_order():
+    """CandidateRows against a list of (frame, track, query) rows, through appends, removals
+    (re-identified rows) and expiries; the buffer stays at most twice the rows it held."""
+    rng = np.random.default_rng(0)
+    store, model, frame, most = CandidateRows(torch.device("cpu")), [], 0, 0
+    for step in range(400):
+        frame += 1
+        k = int(rng.integers(0, 4))
+        queries = torch.randn(k, 3)
+        store.append(frame, queries, list(range(10 * step, 10 * step + k)))
+        model += [(frame, 10 * step + j, queries[j]) for j in range(k)]
+        most = max(most, len(model))
+        if model and rng.random() < 0.5:
+            rows = np.sort(rng.choice(len(model), size=int(rng.integers(1, len(model) + 1)), replace=False))
+            store.remove(rows)
+            model = [m for i, m in enumerate(model) if i not in set(rows.tolist())]
+        before = frame - int(rng.integers(2, 12))
+        tracks, frames = store.expire(before)
+        assert tracks.tolist() == [m[1] for m in model if m[0] < before]
+        assert frames.tolist() == [m[0] for m in model if m[0] < before]
+        model = [m for m in model if m[0] >= before]
+        assert store.frames.tolist() == [m[0] for m in model] and store.tracks.tolist() == [m[1] for m in model]
+        assert torch.equal(store.queries(), torch.stack([m[2] for m in model]) if model else torch.zeros(0, 3))
+        assert [(c.frame, c.tracks) for c in store.entries()] == \
+            [(f, [m[1] for m in model if m[0] == f]) for f in sorted({m[0] for m in model})]
+    assert store.capacity <= max(16, 4 * most)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from visolo_fast.engine.association import Candidate, match_candidates, match_previous
+from visolo_fast.engine.association import Candidate, CandidateRows, match_candidate_rows, match_previous
 from visolo_fast.engine.instances import FrameInstances
 from visolo_fast.engine.engine import Engine, FramePass
 from visolo_fast.engine.stages import stage
@@ -30,6 +30,22 @@ from visolo_fast.io.ytvis import to_ytvis
 from visolo_fast.ops import resize_masks
 from visolo_fast.preprocess import preprocess
 from visolo_fast.transfer import to_device
+
+
+class TrackSummary(NamedTuple):
+    """Tracks with their category and their span, in order of track id: those that ended
+    with a frame (:attr:`FrameResult.ended`) or those still open (:meth:`Tracker.open_tracks`)."""
+
+    track_ids: torch.Tensor  # int64 [E]
+    labels: torch.Tensor  # int64 [E], 0-based: the track's category (spec section 7: its frames' averaged scores' best)
+    scores: torch.Tensor  # float32 [E]: that category's averaged score
+    first_frames: torch.Tensor  # int64 [E]: the frame the track was first seen in
+    last_frames: torch.Tensor  # int64 [E]: the frame the track was last seen in
+
+
+def _no_tracks(device) -> TrackSummary:
+    return TrackSummary(*(torch.zeros(0, dtype=dtype, device=device)
+                          for dtype in (torch.int64, torch.int64, torch.float32, torch.int64, torch.int64)))
 
 
 class FrameResult(NamedTuple):
@@ -40,6 +56,9 @@ class FrameResult(NamedTuple):
     masks: torch.Tensor  # bool [K_t, H, W]
     labels: torch.Tensor  # int64 [K_t], 0-based: this frame's label of each instance
     scores: torch.Tensor  # float32 [K_t]: this frame's score of each instance
+    # The tracks that ended with this frame: lost for more than VisoloConfig.max_lost_frames
+    # frames (never, with None), each reported once, with its final category and span.
+    ended: TrackSummary = _no_tracks("cpu")
 
 
 @dataclass(frozen=True)
@@ -83,8 +102,11 @@ class Tracker:
     No masks are kept: frame results are handed out, not stored (unless
     ``keep_video=True``). What grows is what the official algorithm keeps: the
     model's memory (one more entry every 5 frames, unless ``VisoloConfig.max_memory_frames``
-    caps it), per track a running sum of its category scores, and per lost instance not
-    re-identified yet (a candidate) its query embedding (dim / 2 floats).
+    caps it), per open track a running sum of its category scores, and per lost instance not
+    re-identified yet (a candidate) its query embedding (dim / 2 floats), unless
+    ``VisoloConfig.max_lost_frames`` ends the tracks lost for longer: then a track that ends
+    leaves 12 bytes (its final score and label, for :meth:`track_categories`), and the
+    per-frame work and the rest of the state stay bounded however long the stream runs.
     """
 
     def __init__(self, model_or_engine, output_size: tuple[int, int] | None = None, backend: str = "auto",
@@ -115,9 +137,22 @@ class Tracker:
         self.output_size = _check_size(output_size, "Tracker: output_size")
         self.stream = self.engine.new_stream()
         self._previous: _Previous | None = None
-        self._candidates: list[Candidate] = []
+        self._lost = CandidateRows(self.device)  # the candidates (spec section 6)
+        # Per open track (seen in the previous frame, or a candidate), a slot: its running sum
+        # of category scores and count of frames on the device, its first and last frames on
+        # the host. A track that ends frees its slot (zeroed) for a new one; the slots grow by
+        # doubling.
+        self._slots: dict[int, int] = {}
+        self._free: list[int] = []
+        self._used = 0  # slots ever handed out
         self._sums = torch.zeros((0, self.config.num_classes), dtype=torch.float64, device=self.device)
         self._counts = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._first, self._last = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        # The ended tracks' final categories, by track id (grown by doubling as tracks end).
+        self._final_scores = torch.zeros(0, dtype=torch.float32, device=self.device)
+        self._final_labels = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._num_tracks = 0
+        self._no_tracks = _no_tracks(self.device)
         self._frame_size: tuple[int, int] | None = None
         self._kept: list[FrameResult] | None = [] if keep_video else None
         self._num_frames = 0
@@ -130,7 +165,13 @@ class Tracker:
 
     @property
     def num_tracks(self) -> int:
-        return self._counts.shape[0]
+        """Tracks started so far, ended ones included."""
+        return self._num_tracks
+
+    @property
+    def _candidates(self) -> list[Candidate]:
+        """The candidate entries, oldest first (for inspection)."""
+        return self._lost.entries()
 
     @property
     def memory_frames(self) -> list[int]:
@@ -165,7 +206,8 @@ class Tracker:
         """The second half of :meth:`step`: the frame's tracks and result, from its device work.
 
         The host reads the device once here: the number of instances and the association's
-        similarity rows, in one transfer; everything else stays on the device.
+        similarity rows, in one transfer; everything else stays on the device. The work is
+        the same whatever the stream's age when ``VisoloConfig.max_lost_frames`` is set.
 
         Args:
             frame_pass: the frame's device work (:meth:`visolo_fast.Engine.run`).
@@ -175,15 +217,17 @@ class Tracker:
         self._frame_size = size
         with self.engine.precision():
             with stage("association"):
-                inst, similarities = self._transfer(frame_pass)
-                tracks = self._associate(index, inst, similarities)
+                inst, previous, candidates = self._transfer(frame_pass)
+                tracks, taken, reidentified = self._associate(inst, previous, candidates)
+                ids, slots, ended = self._update(index, tracks, taken, reidentified)
             # NB: float32 for the decisions, whatever the network's dtype.
             self._previous = None if inst.count == 0 else _Previous(index, tracks, frame_pass.query[inst.grids].float())
-            ids = to_device(tracks, self.device, torch.int64)
-            self._accumulate(ids, max(tracks, default=-1) + 1, inst.score_vecs)
+            self._sums.index_add_(0, slots, inst.score_vecs.double())
+            # A frame counts for a track where its category scores do not sum to zero (as official).
+            self._counts.index_add_(0, slots, (inst.score_vecs.sum(1) != 0).long())
             with stage("masks"):
                 masks = resize_masks(inst.masks, self.output_size or size, cfg.mask_thr, self.backend)
-        result = FrameResult(index, ids, masks, inst.labels, inst.scores.float())
+        result = FrameResult(index, ids, masks, inst.labels, inst.scores.float(), ended)
         if self._kept is not None:
             self._kept.append(result)
         self._num_frames += 1
@@ -191,8 +235,20 @@ class Tracker:
 
     def flush(self) -> None:
         """Ends the stream: every frame's result was returned by its :meth:`step`; after this,
-        :meth:`step` refuses more frames."""
+        :meth:`step` refuses more frames. It reports nothing more: the tracks that had not
+        ended stay open (:meth:`open_tracks`)."""
         self._flushed = True
+
+    def open_tracks(self) -> TrackSummary:
+        """The tracks that have not ended (with ``VisoloConfig.max_lost_frames=None``, every
+        track): those seen in the last frame and the candidates, with their category and
+        span so far. At the end of a stream (before or after :meth:`flush`), what
+        :attr:`FrameResult.ended` never reported."""
+        ids = np.array(sorted(self._slots), np.int64)
+        slots = np.array([self._slots[t] for t in ids.tolist()], np.int64)
+        host = np.concatenate([ids, slots, self._first[slots], self._last[slots]])
+        packed = to_device(host, self.device, torch.int64)
+        return self._summary(*packed.view(4, ids.size))
 
     def video_result(self) -> VideoResult:
         """The whole video's tracks so far, as :func:`visolo_fast.segment_video` returns them."""
@@ -209,67 +265,139 @@ class Tracker:
         return VideoResult(scores, labels, masks)
 
     def track_categories(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each track's (score, label) so far: its category scores averaged over the
-        frames it is in, then the best category (spec section 7)."""
-        average = self._sums / self._counts[:, None]
+        """Each track's (score, label) so far, by track id, ended tracks included: its category
+        scores averaged over the frames it is in, then the best category (spec section 7)."""
+        n = self._num_tracks
+        scores = torch.zeros(n, dtype=torch.float32, device=self.device)
+        labels = torch.zeros(n, dtype=torch.int64, device=self.device)
+        ended = min(n, self._final_scores.shape[0])
+        scores[:ended], labels[:ended] = self._final_scores[:ended], self._final_labels[:ended]
+        if self._slots:
+            ids, slots = to_device([*self._slots, *self._slots.values()], self.device, torch.int64).view(2, -1)
+            scores[ids], labels[ids] = self._categories(slots)
+        return scores, labels
+
+    def _categories(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 scores, int64 labels) of the tracks in ``slots``."""
+        average = self._sums[slots] / self._counts[slots][:, None]
         scores, labels = average.max(dim=1)
         return scores.float(), labels
 
-    def _transfer(self, frame_pass: FramePass) -> tuple[FrameInstances, list[np.ndarray]]:
+    def _summary(self, ids, slots, first, last) -> TrackSummary:
+        """The tracks ``ids`` (int64 tensors on the device: their slots, first and last frames)."""
+        scores, labels = self._categories(slots)
+        return TrackSummary(ids, labels, scores, first, last)
+
+    def _transfer(self, frame_pass: FramePass) -> tuple[FrameInstances, np.ndarray, np.ndarray]:
         """The frame's one read of the device: its number of instances K, and the sigmoid
-        similarities of the previous frame's instances and of every candidate entry (rows)
+        similarities of the previous frame's instances and of every candidate row (rows)
         with each of its instance slots (columns), one product, one transfer.
 
         Returns:
-            The frame's K instances, and per block of rows (the previous frame's first, if
-            any) its [k_block, K] similarities.
+            The frame's K instances, the previous frame's instances' [k_prev, K]
+            similarities (k_prev = 0 without one), the candidate rows' [n, K].
         """
-        slots, prev = frame_pass.instances, self._previous
-        blocks = ([prev.queries] if prev is not None else []) + [c.queries for c in self._candidates]
+        slots, prev, lost = frame_pass.instances, self._previous, self._lost
+        blocks = ([prev.queries] if prev is not None else []) + ([lost.queries()] if len(lost) else [])
         packed = slots.count.to(torch.float32)[None]  # NB: exact, K <= 252
         if blocks:
             columns = frame_pass.key[slots.grids].float()  # [Q, D]: the instance slots' key embeddings
             packed = torch.cat([packed, torch.sigmoid(torch.cat(blocks) @ columns.T).flatten()])
         host = packed.cpu().numpy()
-        offsets = np.cumsum([0] + [b.shape[0] for b in blocks])
-        count = int(host[0])
-        rows = host[1:].reshape(offsets[-1], slots.grids.shape[0])[:, :count]
-        return slots.take(count), [rows[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        count, k_prev = int(host[0]), 0 if prev is None else len(prev.tracks)
+        rows = host[1:].reshape(k_prev + len(lost), slots.grids.shape[0])[:, :count]
+        return slots.take(count), rows[:k_prev], rows[k_prev:]
 
-    def _associate(self, index: int, inst: FrameInstances, similarities: list[np.ndarray]) -> list[int]:
-        """Track ids for the instances of frame ``index`` (spec section 6), from the
-        similarities of :meth:`_transfer`."""
-        prev, candidates, thr = self._previous, self._candidates, self.config.tracking_thr
+    def _associate(self, inst: FrameInstances, previous: np.ndarray,
+                   candidates: np.ndarray) -> tuple[list[int], set[int], np.ndarray]:
+        """Track ids for the frame's instances (spec section 6), from the similarities of
+        :meth:`_transfer`; the tracker is not changed.
+
+        Returns:
+            Per instance its track id (new tracks numbered on), the previous frame's
+            instances taken, the candidate rows taken (ascending).
+        """
+        prev, thr = self._previous, self.config.tracking_thr
         tracks: list[int | None] = [None] * inst.count
         taken: set[int] = set()
-        if inst.count and (prev is not None or candidates):
-            sims = list(similarities)
+        reidentified = np.zeros(0, np.int64)
+        if inst.count:
             if prev is not None:
-                rows = match_previous(sims.pop(0), thr)
+                rows = match_previous(previous, thr)
                 tracks = [None if r is None else prev.tracks[r] for r in rows]
                 taken = {r for r in rows if r is not None}
-            if candidates:
-                self._candidates = match_candidates(candidates, sims, tracks, thr)
-        new_track = self.num_tracks
+            if len(self._lost):
+                reidentified = match_candidate_rows(candidates, self._lost.frames, self._lost.tracks, tracks, thr)
+        new_track = self._num_tracks
         for i, track in enumerate(tracks):
             if track is None:
                 tracks[i], new_track = new_track, new_track + 1
-        if prev is not None:
-            # The previous frame's instances no current instance took may come back later.
-            lost = [r for r in range(len(prev.tracks)) if r not in taken]
-            if lost:
-                rows = prev.queries[to_device(lost, self.device, torch.int64)]
-                self._candidates.append(Candidate(prev.index, rows, [prev.tracks[r] for r in lost]))
-        return tracks
+        return tracks, taken, reidentified
 
-    def _accumulate(self, ids: torch.Tensor, num_tracks: int, score_vecs: torch.Tensor) -> None:
-        new = num_tracks - self.num_tracks
-        if new > 0:
-            self._sums = torch.cat([self._sums, self._sums.new_zeros((new, self._sums.shape[1]))])
-            self._counts = torch.cat([self._counts, self._counts.new_zeros(new)])
-        self._sums.index_add_(0, ids, score_vecs.double())
-        # A frame counts for a track where its category scores do not sum to zero (as official).
-        self._counts.index_add_(0, ids, (score_vecs.sum(1) != 0).long())
+    def _update(self, index: int, tracks: list[int], taken: set[int],
+                reidentified: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, TrackSummary]:
+        """Frame ``index``'s decisions made: the candidates updated (the re-identified rows
+        out, the previous frame's instances no current one took in as a new entry, those lost
+        for more than ``max_lost_frames`` out), the tracks that ended finalised, slots for the
+        new tracks. Host values reach the device in one copy.
+
+        Returns:
+            The frame's track ids and their slots (int64 [K] each, on the device), and the
+            tracks that ended.
+        """
+        prev, lost, limit = self._previous, self._lost, self.config.max_lost_frames
+        lost.remove(reidentified)
+        missing = [] if prev is None else [r for r in range(len(prev.tracks)) if r not in taken]
+        gone, last = lost.expire(index - limit) if limit is not None else (np.zeros(0, np.int64),) * 2
+        order = np.argsort(gone, kind="stable")
+        gone, last = gone[order], last[order]
+        gone_slots = np.array([self._slots.pop(int(t)) for t in gone], np.int64)
+        first = self._first[gone_slots]  # NB: before a new track takes a freed slot
+        self._free += gone_slots.tolist()
+        for track in tracks:
+            if track not in self._slots:
+                self._slots[track] = self._free.pop() if self._free else self._new_slot()
+                self._first[self._slots[track]] = index
+        self._num_tracks = max(self._num_tracks, max(tracks, default=-1) + 1)
+        slots = np.array([self._slots[t] for t in tracks], np.int64)
+        self._last[slots] = index
+        host = np.concatenate([np.array(tracks, np.int64), slots, np.array(missing, np.int64), gone, gone_slots, first,
+                               last])
+        packed = to_device(host, self.device, torch.int64)
+        k, m, e = len(tracks), len(missing), gone.size
+        if m:
+            lost.append(prev.index, prev.queries[packed[2 * k:2 * k + m]], [prev.tracks[r] for r in missing])
+        if not e:
+            return packed[:k], packed[k:2 * k], self._no_tracks
+        # The tracks lost for more than max_lost_frames: their categories, then their slots zeroed for reuse.
+        ended = self._summary(*packed[2 * k + m:].view(4, e))
+        self._keep_finals(int(gone[-1]), ended)
+        freed = packed[2 * k + m + e:2 * k + m + 2 * e]
+        self._sums.index_fill_(0, freed, 0)
+        self._counts.index_fill_(0, freed, 0)
+        return packed[:k], packed[k:2 * k], ended
+
+    def _new_slot(self) -> int:
+        """A slot never used (zeroed), the slots grown by doubling if they are all in use."""
+        slot, self._used = self._used, self._used + 1
+        capacity = self._counts.shape[0]
+        if slot >= capacity:
+            capacity = max(2 * capacity, 8)
+            self._sums = torch.cat([self._sums, self._sums.new_zeros((capacity - slot, self._sums.shape[1]))])
+            self._counts = torch.cat([self._counts, self._counts.new_zeros(capacity - slot)])
+            self._first = np.concatenate([self._first, np.zeros(capacity - slot, np.int64)])
+            self._last = np.concatenate([self._last, np.zeros(capacity - slot, np.int64)])
+        return slot
+
+    def _keep_finals(self, largest: int, ended: TrackSummary) -> None:
+        """Keeps the ended tracks' categories for :meth:`track_categories`."""
+        capacity = self._final_scores.shape[0]
+        if largest >= capacity:
+            grow = max(2 * capacity, int(largest) + 1, 8) - capacity
+            self._final_scores = torch.cat([self._final_scores, self._final_scores.new_zeros(grow)])
+            self._final_labels = torch.cat([self._final_labels, self._final_labels.new_zeros(grow)])
+        self._final_scores[ended.track_ids] = ended.scores
+        self._final_labels[ended.track_ids] = ended.labels
 
 
 def segment_video(model_or_engine, frames, output_size: tuple[int, int] | None = None, backend: str = "auto",
