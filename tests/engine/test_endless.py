@@ -42,11 +42,12 @@ def test_config_checks_max_lost_frames():
     assert vf.VisoloConfig.from_dict(config.to_dict()) == config
 
 
-def test_a_track_lost_for_more_than_n_frames_ends_once():
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_a_track_lost_for_more_than_n_frames_ends_once(backend):
     """N = 2: B absent for 2 frames comes back with its track; absent for 3, it ends with the
     third (frame last seen + N + 1), reported once, and comes back as a new track."""
     script = [[A, B], [A, B], [A], [A], [A, B], [A], [A], [A], [A, B], [A, B]]
-    tracker, results = run(script, 2)
+    tracker, results = run(script, 2, backend=backend)
     ids = [r.track_ids.tolist() for r in results]
     assert ids == [[0, 1], [0, 1], [0], [0], [0, 1], [0], [0], [0], [0, 2], [0, 2]]
     assert [r.index for r in results if r.ended.track_ids.numel()] == [7]
@@ -54,12 +55,12 @@ def test_a_track_lost_for_more_than_n_frames_ends_once():
     assert summary(ended) == [(1, 2, 0, 4)]  # track 1: label 2, first seen in frame 0, last in frame 4
     assert ended.scores.dtype == torch.float32 and ended.scores.device == tracker.device
     # its final category is the one the tracker keeps for it, and the official rule's
-    official, _ = run(script[:8], None)
+    official, _ = run(script[:8], None, backend=backend)
     assert torch.equal(ended.scores, official.track_categories()[0][1:2])
     scores, labels = tracker.track_categories()
     assert tracker.num_tracks == 3 and labels.tolist() == [0, 2, 2] and scores[1] == ended.scores[0]
     # the official rule keeps B's track for good
-    _, official_results = run(script, None)
+    _, official_results = run(script, None, backend=backend)
     assert [r.track_ids.tolist() for r in official_results][8] == [0, 1]
     assert all(r.ended.track_ids.numel() == 0 for r in official_results)
     # what never ended: A and B's new track, open at the end of the stream; flush reports nothing more
