@@ -243,12 +243,17 @@ def slow_step(monkeypatch, seconds: float, stop_after: int | None = None) -> lis
     """Tracker.step as a model that takes at least ``seconds`` a frame; Ctrl-C after
     ``stop_after`` frames. Returns the steps' times, as they come."""
     real_step = Tracker.step
-    times = []
+
+    class Times(list):
+        config = None  # the model's config as the tracker runs it
+
+    times = Times()
 
     def step(self, frame):
         if stop_after is not None and len(times) == stop_after:
             raise KeyboardInterrupt
         started = time.monotonic()
+        times.config = self.config
         result = real_step(self, frame)
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         times.append(time.monotonic() - started)
@@ -268,7 +273,9 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     printed = capsys.readouterr()
     mode = "every frame through a queue of 64" if every_frame else "newest frame: the others dropped"
     assert f"input: {camera.url} (live stream, {mode}, 72 x 128, 25 FPS)" in printed.out
-    assert "the model's memory is capped at 10 frames" in printed.out
+    assert ("note: a live input: the model's memory is capped at 10 frames (--max-memory-frames) and a track lost for "
+            "more than 30 frames ends (--max-lost-frames)") in printed.out
+    assert (steps.config.max_memory_frames, steps.config.max_lost_frames) == (10, 30)
     assert "interrupted after 6 frames" in printed.out
     summary = next(line for line in printed.out.splitlines() if line.startswith("input ("))
     assert summary.startswith(f"input ({camera.url}): 6 frames processed, ") and "p50" in summary and "p99" in summary
@@ -420,3 +427,29 @@ def test_live_options_that_do_nothing_are_refused_first(tmp_path, capsys, monkey
             main(["segment", "http://127.0.0.1:9/x", *argv, *out])
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_caps_for_live_inputs_only_unless_asked(tmp_path, weights, capsys, monkeypatch):
+    from tests.test_cli import frames_folder
+
+    configs = []
+    real_step = Tracker.step
+
+    def step(self, frame):
+        configs.append((self.config.max_memory_frames, self.config.max_lost_frames))
+        return real_step(self, frame)
+
+    monkeypatch.setattr(Tracker, "step", step)
+    folder, out = frames_folder(tmp_path / "frames", 2), str(tmp_path / "out")
+    assert main(["segment", folder, "--weights", weights, "--out", out]) == 0
+    assert main(["segment", folder, "--weights", weights, "--out", out, "--max-lost-frames", "4"]) == 0
+    def interrupt(self, frame):  # Ctrl-C at the live input's first frame
+        configs.append((self.config.max_memory_frames, self.config.max_lost_frames))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Tracker, "step", interrupt)
+    with serve_mjpeg(stamped, fps=30, count=30 * 60) as camera:
+        assert main(["segment", camera.url, "--weights", weights, "--out", out, "--max-memory-frames", "none",
+                     "--max-lost-frames", "7"]) == 130
+    assert configs == [(None, None)] * 2 + [(None, 4)] * 2 + [(None, 7)]
+    assert "note: a live input" not in capsys.readouterr().out  # nothing capped that was not asked for

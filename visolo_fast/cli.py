@@ -191,6 +191,8 @@ def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
         raise UserError(f"--classes: {len(classes)} class names, but the checkpoint has {net.config.num_classes} classes")
     if isinstance(args.max_memory_frames, int):
         net.config = dataclasses.replace(net.config, max_memory_frames=args.max_memory_frames)
+    if isinstance(getattr(args, "max_lost_frames", None), int):
+        net.config = dataclasses.replace(net.config, max_lost_frames=args.max_lost_frames)
     return net
 
 
@@ -236,6 +238,7 @@ def _backend_message(backend: str, exc: vf.BackendUnavailable) -> str:
 
 
 LIVE_MEMORY_FRAMES = 10  # the memory of a 36-frame YouTube-VIS video (frame 0, every 5th, the previous, the current)
+LIVE_LOST_FRAMES = 30  # a lost track may come back within 30 processed frames (a YouTube-VIS video's length, about)
 
 
 class _Progress:
@@ -459,10 +462,19 @@ def _segment(args) -> int:
         if args.every_frame and not live:
             print("note: --every-frame: the inputs are files or folders, whose every frame is read anyway")
         net = _load_net(args, torch.device(args.device), classes)
-        if live and args.max_memory_frames is None:  # not given ("none": the official memory, asked for)
-            net.config = dataclasses.replace(net.config, max_memory_frames=LIVE_MEMORY_FRAMES)
-            print(f"note: a live input: the model's memory is capped at {LIVE_MEMORY_FRAMES} frames, so that an endless "
-                  f"stream runs at a flat cost (--max-memory-frames N to change it, none for the official unbounded memory)")
+        caps = {}  # for what was not given ("none": the official rule, asked for)
+        if live and args.max_memory_frames is None:
+            caps["max_memory_frames"] = LIVE_MEMORY_FRAMES
+        if live and args.max_lost_frames is None:
+            caps["max_lost_frames"] = LIVE_LOST_FRAMES
+        if caps:
+            net.config = dataclasses.replace(net.config, **caps)
+            said = [f"the model's memory is capped at {LIVE_MEMORY_FRAMES} frames (--max-memory-frames)"
+                    if "max_memory_frames" in caps else "",
+                    f"a track lost for more than {LIVE_LOST_FRAMES} frames ends (--max-lost-frames)"
+                    if "max_lost_frames" in caps else ""]
+            print(f"note: a live input: {' and '.join(x for x in said if x)}, so that an endless stream runs at a flat "
+                  f"cost ('none' for the official, unbounded rule)")
         for number, (spec, source) in enumerate(zip(args.input, sources)):
             mode = ""
             if source.live:
@@ -659,6 +671,10 @@ def _memory_frames(text: str) -> int | str:
     return "none" if text.lower() == "none" else _at_least_3(text)
 
 
+def _lost_frames(text: str) -> int | str:
+    return "none" if text.lower() == "none" else _positive(text)
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -739,6 +755,9 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"cap the model's memory at N >= 3 frames (endless streams; default: the official, unbounded; "
                             f"{LIVE_MEMORY_FRAMES} for live inputs, 'none' to keep it unbounded there too)")
     for p in (segment, demo):
+        p.add_argument("--max-lost-frames", type=_lost_frames, metavar="N",
+                       help=f"a track lost for more than N >= 1 frames ends (endless streams; default: the official, "
+                            f"kept for good; {LIVE_LOST_FRAMES} for live inputs, 'none' to keep them there too)")
         p.add_argument("--classes", default="ytvis2019",
                        help=f"class names: {', '.join(sorted(BUILT_IN))} or a file with one name a line")
         p.add_argument("--output-size", type=_size, help="HxW of the output masks and overlay (default: the input's)")
@@ -760,8 +779,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     quiet_opencv()  # before the first video is opened: our one-line errors, not FFmpeg's and OpenCV's logs
     args = _parser().parse_args(argv)
-    if getattr(args, "max_memory_frames", None) == "none" and args.command != "segment":
-        args.max_memory_frames = None  # the default there
+    for cap in ("max_memory_frames", "max_lost_frames"):
+        if getattr(args, cap, None) == "none" and args.command != "segment":
+            setattr(args, cap, None)  # the default there
     if getattr(args, "out", None):
         args.out = _tidy(args.out)
     try:
