@@ -163,8 +163,14 @@ def main() -> None:
         lines.append(f"{'':<22}{'last / first':<24}{last['wall_p50'] / first['wall_p50']:>9.2f}x{'':>8}"
                      f"{last['cpu_p50'] / first['cpu_p50']:>8.2f}x{'':>7}{last['rss'] / first['rss']:>9.3f}x"
                      f"  ({last['rss'] - first['rss']:+.1f} MB)")
+        every = max(args.frames // 10, 1)
+        ends = range(every, args.frames + 1, every)
+        rss = " ".join(f"{data['rss'][t - 1]:.1f}" for t in ends)
+        rows = " ".join(str(data["rows"][t - 1]) for t in ends)
+        p50 = " ".join(f"{np.median(data['wall'][t - every:t]) * 1e3:.2f}" for t in ends)
         summary.append(f"{label}: {data['tracks']} tracks, {data['ended']} ended, memory {data['memory']} frames, "
-                       f"{time.perf_counter() - start:.0f} s")
+                       f"{time.perf_counter() - start:.0f} s; every {every} frames: RSS MB {rss}; candidate rows "
+                       f"{rows}; finish p50 ms over those {every} frames {p50}")
         print("\n".join(lines[-3:]), flush=True)
     lines += [f"# {s}" for s in summary]
     report = "\n".join(lines) + "\n"
