@@ -138,9 +138,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     device = device_name(torch.device("cpu"))
-    date = datetime.datetime.now(datetime.timezone.utc)
+    date, rev = datetime.datetime.now(datetime.timezone.utc), commit()
     modes = [("capped", f"max_lost_frames={args.max_lost_frames}"), ("official", "max_lost_frames=None")]
-    lines = [f"# Tracker.finish per frame and process RSS over {args.frames} frames, {device}, commit {commit()}, "
+    lines = [f"# Tracker.finish per frame and process RSS over {args.frames} frames, {device}, commit {rev}, "
              f"{date:%Y-%m-%d}",
              f"# network: random VisoloNet nudged as tests/engine/lively.py (seed {args.seed}), input {SIZE[0]} x "
              f"{SIZE[1]}, dim 32, grid 6 x 10, max_memory_frames={args.max_memory_frames}; video: the sample, "
@@ -175,7 +175,7 @@ def main() -> None:
     lines += [f"# {s}" for s in summary]
     report = "\n".join(lines) + "\n"
     print(report)
-    path = args.out or os.path.join(RESULTS, f"endless-cpu-{date:%Y%m%d}-{commit()}.txt")
+    path = args.out or os.path.join(RESULTS, f"endless-cpu-{date:%Y%m%d}-{rev}.txt")
     with open(path, "w") as f:
         f.write(report)
     print(f"report written to {os.path.relpath(path)}")
