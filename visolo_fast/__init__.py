@@ -3,7 +3,8 @@
 from visolo_fast.backends import BACKENDS, BackendUnavailable, available_backends
 from visolo_fast.checkpoint import CheckpointError, load_model, save_model
 from visolo_fast.config import VisoloConfig
-from visolo_fast.engine import Engine, FrameResult, StageTimes, Tracker, VideoResult, segment_video, step_many
+from visolo_fast.engine import (Engine, FrameResult, StageTimes, Tracker, TrackSummary, VideoResult, segment_video,
+                                step_many)
 from visolo_fast.evaluation import EvaluationError, evaluate_ytvis
 from visolo_fast.io.live import Frame, Source, open_source
 from visolo_fast.io.video import InputError
@@ -25,6 +26,7 @@ __all__ = [
     "MemoryEntry",
     "Source",
     "StageTimes",
+    "TrackSummary",
     "Tracker",
     "VisoloConfig",
     "VideoResult",

@@ -5,7 +5,7 @@ from visolo_fast.engine.instances import FrameInstances, InstanceSlots, extract_
 from visolo_fast.engine.memory import MemoryBank
 from visolo_fast.engine.engine import Engine, FramePass, Stream
 from visolo_fast.engine.stages import StageTimes
-from visolo_fast.engine.tracker import FrameResult, Tracker, VideoResult, segment_video, step_many
+from visolo_fast.engine.tracker import FrameResult, Tracker, TrackSummary, VideoResult, segment_video, step_many
 
-__all__ = ["Engine", "FrameInstances", "FramePass", "FrameResult", "InstanceSlots", "MemoryBank", "StageTimes", "Stream", "Tracker",
+__all__ = ["Engine", "FrameInstances", "FramePass", "FrameResult", "InstanceSlots", "MemoryBank", "StageTimes", "Stream", "Tracker", "TrackSummary",
            "VideoResult", "extract_instances", "segment_video", "step_many"]
