@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import os
@@ -97,6 +98,17 @@ def _compile_problem(device: torch.device) -> str | None:
 def _check_options(args) -> None:
     """Refuses options that cannot work here before the input is opened or the output folder made:
     one line that names the option, says why and what to use instead."""
+    if getattr(args, "package", None):
+        given = [option for option, on in (("--weights", args.weights), ("--trusted", args.trusted),
+                                            (f"--backend {args.backend}", args.backend != "auto"),
+                                            (f"--dtype {_dtype_name(args.dtype)}", args.dtype != torch.float32),
+                                            ("--compile", args.compile), ("--cuda-graphs", args.cuda_graphs),
+                                            ("--device cuda", args.device != "cpu")) if on]
+        if given:
+            raise UserError(f"{given[0]}: a --package holds its weights, device, dtype and compiled code (chosen by "
+                            f"`python -m visolo_fast export`); drop {given[0].split()[0]}")
+        _check_out(args.out)
+        return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device cuda: {_no_gpu()}; use --device cpu (the default)")
@@ -168,7 +180,24 @@ def _check_out(path: str) -> None:
         raise UserError(f"--out: cannot write to {path}: {parent} is not writable")
 
 
-def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
+def _load_net(args, device: torch.device, classes: tuple[str, ...] | None, caps: dict | None = None):
+    """The network (with ``--max-memory-frames``, ``--max-lost-frames`` and ``caps``, the live
+    defaults, in its config), or with ``--package`` the package's engine."""
+    changes = {**(caps or {}), **{cap: getattr(args, cap) for cap in ("max_memory_frames", "max_lost_frames")
+                                  if isinstance(getattr(args, cap, None), int)}}
+    if getattr(args, "package", None):
+        from visolo_fast.engine.package import PackageError
+
+        try:
+            engine = vf.Engine.from_package(args.package, **changes)
+        except PackageError as exc:
+            raise UserError(f"--package {exc}") from None
+        print(f"package: {args.package} ({engine.device.type}, {_dtype_name(engine.runner.dtype)}, "
+              f"weights: {engine.runner.checkpoint})")
+        if classes is not None and len(classes) != engine.config.num_classes:
+            raise UserError(f"--classes: {len(classes)} class names, but the package has {engine.config.num_classes} "
+                            f"classes")
+        return engine
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device cuda: {_no_gpu()}; use --device cpu (the default)")
     if args.weights:
@@ -189,10 +218,7 @@ def _load_net(args, device: torch.device, classes: tuple[str, ...] | None):
         print("!" * 78)
     if classes is not None and len(classes) != net.config.num_classes:
         raise UserError(f"--classes: {len(classes)} class names, but the checkpoint has {net.config.num_classes} classes")
-    if isinstance(args.max_memory_frames, int):
-        net.config = dataclasses.replace(net.config, max_memory_frames=args.max_memory_frames)
-    if isinstance(getattr(args, "max_lost_frames", None), int):
-        net.config = dataclasses.replace(net.config, max_lost_frames=args.max_lost_frames)
+    net.config = dataclasses.replace(net.config, **changes)
     return net
 
 
@@ -290,7 +316,7 @@ def _step(engine: vf.Engine, trackers: list, images: list) -> list:
     return vf.step_many(trackers, images)
 
 
-def _run(net, sources: list[Source], args, class_names, out_dir: str, wake: threading.Event | None = None,
+def _run(model, sources: list[Source], args, class_names, out_dir: str, wake: threading.Event | None = None,
          progress: _Progress | None = None, t0: float | None = None) -> int:
     """Runs the frames of every source through one engine (several sources in one batch);
     writes each one's overlay, results.json and masks, and the latency log.
@@ -299,15 +325,16 @@ def _run(net, sources: list[Source], args, class_names, out_dir: str, wake: thre
     as it was). A frame that cannot be read stops its source: what was finished before it is
     written, and the error says which frames the files cover.
     """
-    device = next(net.parameters()).device
     progress = progress or _Progress()
     t0 = time.monotonic() if t0 is None else t0
     try:
-        engine = vf.Engine(net, backend=args.backend, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs)
+        engine = model if isinstance(model, vf.Engine) else \
+            vf.Engine(model, backend=args.backend, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs)
     except ValueError as exc:  # an engine option that cannot run here (--dtype, --compile, --cuda-graphs)
         raise UserError(str(exc)) from None
     except vf.BackendUnavailable as exc:
         raise UserError(_backend_message(args.backend, exc)) from None
+    device = engine.device
     single, live = len(sources) == 1, any(source.live for source in sources)
     with contextlib.ExitStack() as stack:
         inputs = []
@@ -444,6 +471,47 @@ def _classes(args) -> tuple[str, ...]:
         raise UserError(str(exc)) from None
 
 
+def _export(args) -> int:
+    from visolo_fast.engine.package import export_package
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device cuda: {_no_gpu()}; a CUDA package is exported on a machine with a GPU")
+    if args.trusted and not args.weights:
+        raise UserError("--trusted: it says how to load the --weights file, and no --weights was given")
+    if args.weights:
+        try:
+            _check_file(args.weights)
+        except vf.CheckpointError as exc:
+            raise UserError(f"--weights {exc}") from None
+    if os.path.isdir(args.out):
+        raise UserError(f"--out: {args.out} is a folder; give the package's file name (such as visolo.pt2)")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write to {args.out}: {folder} is not a writable folder")
+    if args.dtype != torch.float32 and device.type == "cpu":
+        problem = "float16 convolutions are far slower than float32 on most CPUs" if args.dtype == torch.float16 else \
+            None if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "this CPU has no bfloat16 convolutions"
+        if problem:
+            print(f"note: --dtype {_dtype_name(args.dtype)}: {problem}")
+    net = _load_net(args, device, None)
+    source = "random weights (demo)"
+    if args.weights:
+        with open(args.weights, "rb") as f:
+            source = f"{os.path.basename(args.weights)} (sha256 {hashlib.file_digest(f, 'sha256').hexdigest()[:16]})"
+    print(f"exporting the frame function ({device.type}, {_dtype_name(args.dtype)}, input "
+          f"{net.config.input_size[0]} x {net.config.input_size[1]}): torch.export, then AOTInductor compiles it "
+          f"(a minute or more)", flush=True)
+    start = time.perf_counter()
+    try:
+        path = export_package(net, args.out, args.dtype, checkpoint=source)
+    except Exception as exc:  # noqa: BLE001  (torch.export and inductor raise many kinds)
+        raise UserError(f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    print(f"package: {path} ({os.path.getsize(path) / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s); run it with "
+          f"`python -m visolo_fast segment INPUT --package {path}`, visolo_fast.Engine.from_package or visolo_segment")
+    return 0
+
+
 def _segment(args) -> int:
     classes = _classes(args)
     _check_options(args)
@@ -461,14 +529,13 @@ def _segment(args) -> int:
         live = [source for source in sources if source.live]
         if args.every_frame and not live:
             print("note: --every-frame: the inputs are files or folders, whose every frame is read anyway")
-        net = _load_net(args, torch.device(args.device), classes)
         caps = {}  # for what was not given ("none": the official rule, asked for)
         if live and args.max_memory_frames is None:
             caps["max_memory_frames"] = LIVE_MEMORY_FRAMES
         if live and args.max_lost_frames is None:
             caps["max_lost_frames"] = LIVE_LOST_FRAMES
+        model = _load_net(args, torch.device(args.device), classes, caps)
         if caps:
-            net.config = dataclasses.replace(net.config, **caps)
             said = [f"the model's memory is capped at {LIVE_MEMORY_FRAMES} frames (--max-memory-frames)"
                     if "max_memory_frames" in caps else "",
                     f"a track lost for more than {LIVE_LOST_FRAMES} frames ends (--max-lost-frames)"
@@ -484,7 +551,7 @@ def _segment(args) -> int:
             print(f"input{'' if len(sources) == 1 else ' ' + str(number)}: {redact(str(spec))} ({source.kind}{mode}, "
                   f"{source.size[0]} x {source.size[1]}, {source.fps:g} FPS){to}")
         with _output_folder(args.out) as out_dir:
-            return _run(net, sources, args, classes, out_dir, wake, progress, t0)
+            return _run(model, sources, args, classes, out_dir, wake, progress, t0)
     finally:
         for source in sources:
             source.close()
@@ -495,11 +562,11 @@ def _demo(args) -> int:
 
     classes = _classes(args)
     _check_options(args)
-    net = _load_net(args, torch.device(args.device), classes)
+    model = _load_net(args, torch.device(args.device), classes)
     frames = sample_frames(args.frames)
     print(f"sample: {len(frames)} frames of {frames[0].shape[0]} x {frames[0].shape[1]}")
     with _output_folder(args.out) as out_dir:
-        return _run(net, [StoredSource(_Frames(frames, fps=10.0))], args, classes, out_dir)
+        return _run(model, [StoredSource(_Frames(frames, fps=10.0))], args, classes, out_dir)
 
 
 def _ytvis(args) -> int:
@@ -739,22 +806,32 @@ def _parser() -> argparse.ArgumentParser:
     ytvis.add_argument("--ray-workers", type=_positive, metavar="N",
                        help="Ray workers, one model each (default: one per GPU with --device cuda, else one per 2 CPUs)")
     ytvis.set_defaults(run=_ytvis)
-    for p in (segment, demo, ytvis):
+    export = sub.add_parser("export", help="the network's frame as an AOTInductor package (.pt2): run it with "
+                                           "--package, Engine.from_package or the C++ tracker, nothing compiled at start")
+    export.add_argument("--out", default="visolo.pt2", help="the package file to write (default visolo.pt2)")
+    export.set_defaults(run=_export)
+    for p in (segment, demo, ytvis, export):
         p.add_argument("--weights", help="a VISOLO checkpoint (official .pth or saved by visolo_fast); "
                                          "default: random weights")
         p.add_argument("--trusted", action="store_true",
                        help="load --weights with pickled Python objects (torch.load weights_only=False): it can run "
                             "code stored in the file, only for files you trust")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-        p.add_argument("--backend", default="auto", choices=list(backends.BACKENDS))
         p.add_argument("--dtype", default=torch.float32, type=_dtype,
                        help="network precision: float32 (default), float16, bfloat16 (fast engine; decisions stay float32)")
-        p.add_argument("--compile", action="store_true", help="torch.compile the network (fast engine; slow first frames)")
-        p.add_argument("--cuda-graphs", action="store_true", help="replay the network from CUDA graphs (fast engine, --device cuda)")
         p.add_argument("--max-memory-frames", type=_memory_frames, metavar="N",
                        help=f"cap the model's memory at N >= 3 frames (endless streams; default: the official, unbounded; "
-                            f"{LIVE_MEMORY_FRAMES} for live inputs, 'none' to keep it unbounded there too)")
+                            f"{LIVE_MEMORY_FRAMES} for live inputs, 'none' to keep it unbounded there too)"
+                       if p is not export else "the package's memory cap, N >= 3 frames: it runs with N or fewer "
+                                               "(default: unbounded, the official memory)")
+    for p in (segment, demo, ytvis):
+        p.add_argument("--backend", default="auto", choices=list(backends.BACKENDS))
+        p.add_argument("--compile", action="store_true", help="torch.compile the network (fast engine; slow first frames)")
+        p.add_argument("--cuda-graphs", action="store_true", help="replay the network from CUDA graphs (fast engine, --device cuda)")
     for p in (segment, demo):
+        p.add_argument("--package", metavar="PT2",
+                       help="run a package written by `python -m visolo_fast export` (its weights, device and dtype; "
+                            "instead of --weights)")
         p.add_argument("--max-lost-frames", type=_lost_frames, metavar="N",
                        help=f"a track lost for more than N >= 1 frames ends (endless streams; default: the official, "
                             f"kept for good; {LIVE_LOST_FRAMES} for live inputs, 'none' to keep them there too)")

@@ -106,6 +106,30 @@ class Engine:
             self.runner = NetworkRunner(model, dtype, backend, compile, cuda_graphs,
                                         fixed_shapes=self.device.type == "cuda" if fixed_shapes is None else fixed_shapes)
 
+    @classmethod
+    def from_package(cls, path, **changes) -> "Engine":
+        """An engine that runs an AOTInductor package of the frame function
+        (``python -m visolo_fast export``, :mod:`visolo_fast.engine.package`): nothing is traced
+        or compiled; its trackers give the fast engine's results.
+
+        Args:
+            path: the ``.pt2`` file.
+            changes: config fields to run with other values than the package's: ``tracking_thr``,
+                ``max_lost_frames``, and ``max_memory_frames`` up to the package's cap. The
+                others are compiled into the package.
+
+        Raises:
+            PackageError: no such file, not a package, another format, a change the package
+                was not built for, or a CUDA package on a machine without a GPU.
+        """
+        from visolo_fast.engine.package import PackageRunner
+
+        runner = PackageRunner(path, changes)
+        engine = cls.__new__(cls)
+        engine.device, engine.net, engine.config, engine.backend = runner.device, None, runner.config, "auto"
+        engine.runner = runner
+        return engine
+
     @property
     def fixed_shapes(self) -> bool:
         """Whether a frame's device work runs at fixed shapes (the fast engine; see ``__init__``)."""
@@ -121,7 +145,7 @@ class Engine:
         limit = self.config.max_memory_frames
         if not self.batched:
             return Stream(MemoryBank(limit))  # features, made from the first frame's
-        shapes = self.runner.net.memory_entry_shapes()
+        shapes = self.runner.memory_entry_shapes()
         return Stream(MemoryBank(limit, {name: (shape, self.runner.dtype, self.device) for name, shape in shapes.items()}))
 
     def precision(self) -> contextlib.AbstractContextManager:

@@ -147,6 +147,9 @@ class NetworkRunner:
             self.passes = CompiledPasses(net, wrap)
             self._frame = functools.partial(run_frame, self.passes, config, backend, False)
 
+    def memory_entry_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.net.memory_entry_shapes()
+
     def frame(self, images: torch.Tensor, memory: MemoryRead, first: bool) -> FrameOut:
         """A frame of B streams (:func:`~visolo_fast.engine.frame.run_frame`).
 

@@ -1,0 +1,166 @@
+"""The frame function as an AOTInductor package: one file that runs a frame from Python or
+from C++ (``torch::inductor::AOTIModelPackageLoader``) without tracing or compiling anything.
+
+:func:`export_package` exports the fast engine's frame function
+(:func:`~visolo_fast.engine.frame.run_frame`: network, memory read, grid weight, extraction)
+at fixed shapes for one stream, with ``torch.export``, and compiles it with AOTInductor.
+The stored frames are its one dynamic dimension: the memory is read at its true length
+(``lengths`` masks nothing), so one model serves every memory size. The first frame of a
+stream reads itself, selected in the graph by ``lengths == 0`` (``first=True`` in the frame
+function; on a later frame the selection keeps the memory as it is).
+
+The package's interface (what :class:`PackageRunner` and the C++ tracker feed it):
+
+- inputs: ``images`` float32 [1, 3, H, W] (normalised, ``input_size``), ``keys`` [1, T * S, D],
+  ``values`` [1, T * S, 2 dim] (the stored frames, T >= 1: one zero entry on a first frame),
+  ``lengths`` int64 [1] (T * S; 0 on a first frame), ``source_keys`` [1, 2, S, D] (the
+  grid weight's two frames), ``weighted`` bool [1] (False on a first frame);
+- outputs: :data:`OUTPUTS`, the frame's memory entry, its query embeddings and its
+  instance slots (:class:`~visolo_fast.engine.instances.InstanceSlots`);
+- metadata: :data:`FORMAT`, the dtype, the device, the checkpoint, and every
+  :class:`~visolo_fast.config.VisoloConfig` field as JSON (``visolo_fast.config.<field>``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import torch
+
+from visolo_fast.config import VisoloConfig
+from visolo_fast.engine.engine import ieee_float32
+from visolo_fast.engine.frame import FrameOut, MemoryRead
+from visolo_fast.engine.instances import InstanceSlots
+from visolo_fast.engine.runner import NetworkRunner
+
+FORMAT = "1"  # the package's interface and metadata; a change makes older packages refused
+INPUTS = ("images", "keys", "values", "lengths", "source_keys", "weighted")
+OUTPUTS = ("keys", "values", "query") + InstanceSlots._fields
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The config fields applied outside the package (the tracker's, the memory's cap): a package
+# runs with other values of these (a cap up to the one it was built with).
+CHANGEABLE = ("tracking_thr", "max_lost_frames", "max_memory_frames")
+
+
+class PackageError(ValueError):
+    """A package that cannot be run as asked: the message names the file and what is wrong."""
+
+
+class _Frame(torch.nn.Module):
+    """The frame function of one stream as a module of tensors (what ``torch.export`` takes)."""
+
+    def __init__(self, runner: NetworkRunner):
+        super().__init__()
+        self.runner = runner
+        self.net = runner.net  # NB: registered, so that export lifts the weights as the module's
+
+    def forward(self, images, keys, values, lengths, source_keys, weighted):
+        out = self.runner.frame(images, MemoryRead(keys, values, lengths, source_keys, weighted), first=True)
+        return (out.keys, out.values, out.query, *out.instances[0])
+
+
+def export_package(net, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                   checkpoint: str = "random weights (demo)") -> str:
+    """Writes the frame function of ``net`` (on its device, in ``dtype``) as an AOTInductor package.
+
+    Args:
+        net (VisoloNet): the network and its config (``max_memory_frames`` bounds the
+            package's memory: a package built with a cap runs with that cap or a smaller one).
+        path: the ``.pt2`` file to write.
+        dtype: the network's dtype in the package (the decisions stay float32).
+        checkpoint: where the weights came from, recorded in the package.
+
+    Returns:
+        The package's path. On the CPU the code is compiled for this machine's vector
+        instructions (AVX2, AVX-512): export on the machine it will run on, or one like it.
+    """
+    device = next(net.parameters()).device
+    runner = NetworkRunner(net, dtype, "auto", compile=False, cuda_graphs=False, fixed_shapes=True)
+    config = net.config
+    S, shapes = config.num_grids, net.memory_entry_shapes()
+    example = (torch.zeros((1, 3, *config.input_size), device=device),
+               *(torch.zeros((1, 2 * S, *shapes[name][1:]), dtype=dtype, device=device) for name in ("keys", "values")),
+               torch.tensor([2 * S], device=device), torch.zeros((1, 2, *shapes["keys"]), dtype=dtype, device=device),
+               torch.tensor([True], device=device))
+    cap = {} if config.max_memory_frames is None else {"max": config.max_memory_frames}
+    stored = torch.export.Dim("stored_frames", min=1, **cap)
+    dynamic = {"images": None, "keys": {1: S * stored}, "values": {1: S * stored}, "lengths": None,
+               "source_keys": None, "weighted": None}
+    with torch.no_grad(), ieee_float32(device):
+        program = torch.export.export(_Frame(runner).eval(), example, dynamic_shapes=dynamic, strict=False)
+    metadata = {"visolo_fast.format": FORMAT, "visolo_fast.dtype": str(dtype).removeprefix("torch."),
+                "visolo_fast.device": device.type, "visolo_fast.checkpoint": checkpoint,
+                **{f"visolo_fast.config.{k}": json.dumps(v) for k, v in config.to_dict().items()}}
+    # NB: freezing on the CPU, as compile=True: the weights become constants (FrozenBN folded
+    # into the convolutions, oneDNN's prepacked weights).
+    options = {"aot_inductor.metadata": metadata, "freezing": device.type == "cpu"}
+    return torch._inductor.aoti_compile_and_package(program, package_path=os.fspath(path), inductor_configs=options)
+
+
+class PackageRunner:
+    """Runs a frame of B streams through a package (what :class:`~visolo_fast.engine.engine.Engine`
+    asks of its runner), one stream at a time: the package's batch is one stream."""
+
+    fixed_shapes = False  # NB: the memory is read at its true length (the package's dynamic dimension)
+
+    def __init__(self, path: str | os.PathLike, changes: dict | None = None):
+        self.path = os.fspath(path)
+        self.model, self.config, self.dtype, self.device, self.checkpoint = load(self.path, changes or {})
+
+    def memory_entry_shapes(self) -> dict[str, tuple[int, ...]]:
+        S, dim = self.config.num_grids, self.config.dim
+        return {"keys": (S, dim // 2), "values": (S, 2 * dim)}
+
+    def frame(self, images: torch.Tensor, memory: MemoryRead, first: bool) -> FrameOut:
+        """As :meth:`NetworkRunner.frame`; the package selects a first frame's memory itself
+        (``lengths`` 0). Several streams' memories are padded to the longest: the package
+        reads each up to its ``lengths``."""
+        outs = [self.model(images[b:b + 1].contiguous(), *(x[b:b + 1] for x in memory)) for b in range(images.shape[0])]
+        keys, values, query = (torch.cat([out[i] for out in outs]) for i in range(3))
+        return FrameOut(keys, values, query, [InstanceSlots(*out[3:]) for out in outs])
+
+
+def load(path: str, changes: dict):
+    """The package's model and what it was built with; refuses another format, or config
+    changes it was not built for. Returns (model, config, dtype, device, checkpoint)."""
+    import visolo_fast._C  # noqa: F401  (the ops the package calls, through the dispatcher)
+
+    if not os.path.isfile(path):
+        raise PackageError(f"{path}: no such package file (write one with `python -m visolo_fast export --out {path}`)")
+    try:
+        model = torch._inductor.aoti_load_package(path)
+    except Exception as exc:  # noqa: BLE001  (the loader's errors name no file)
+        raise PackageError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0]}") from exc
+    metadata = model.get_metadata()
+    version = metadata.get("visolo_fast.format")
+    if version != FORMAT:
+        raise PackageError(f"{path}: package format {version!r}, this visolo_fast runs format {FORMAT!r}: export it "
+                           f"again with `python -m visolo_fast export`")
+    built = VisoloConfig.from_dict({k.removeprefix("visolo_fast.config."): json.loads(v) for k, v in metadata.items()
+                                    if k.startswith("visolo_fast.config.")})
+    device = torch.device(metadata["visolo_fast.device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PackageError(f"{path}: a CUDA package, and this machine has no GPU: export a CPU package "
+                           f"(`python -m visolo_fast export --device cpu`)")
+    return model, _changed(path, built, changes), DTYPES[metadata["visolo_fast.dtype"]], device, \
+        metadata["visolo_fast.checkpoint"]
+
+
+def _changed(path: str, built: VisoloConfig, changes: dict) -> VisoloConfig:
+    """The package's config with ``changes``: those the tracker applies, and a memory cap up
+    to the package's; any other is refused (it is compiled into the package)."""
+    fields = built.to_dict()
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        raise PackageError(f"{path}: unknown config fields {unknown}")
+    fixed = {k: v for k, v in changes.items() if k not in CHANGEABLE and v != fields[k]}
+    cap, built_cap = changes.get("max_memory_frames", built.max_memory_frames), built.max_memory_frames
+    if built_cap is not None and (cap is None or cap > built_cap):
+        fixed["max_memory_frames"] = cap
+    if fixed:
+        got = ", ".join(f"{k}={v!r} (built with {fields[k]!r})" for k, v in fixed.items())
+        raise PackageError(f"{path}: the package was not built for {got}; export a package with "
+                           f"{'it' if len(fixed) == 1 else 'them'}")
+    return dataclasses.replace(built, **changes)
