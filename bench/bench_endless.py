@@ -38,32 +38,16 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # the tests' lively networks
-from common import RESULTS, commit, device_name  # noqa: E402
+from common import RESULTS, commit, device_name, write_report  # noqa: E402
 
 SIZE = (32, 64)
 
 
 def small_net(seed: int, **config):
-    """A random VisoloNet at 32 x 64, nudged as tests/engine/lively.py's (mask features
-    re-centred, kernels shrunk, category biases lowered)."""
-    from torch import nn
+    """A random VisoloNet at 32 x 64, dim 32, a 6 x 10 grid, nudged as the tests' lively networks."""
+    from tests.engine.lively import lively_net
 
-    import visolo_fast as vf
-    from tests.engine.lively import _last_group_norm
-    from visolo_fast.sample import sample_frames
-
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    net = vf.VisoloNet(vf.VisoloConfig(input_size=SIZE, dim=32, norm_groups=8, grid=(6, 10), **config)).eval()
-    with torch.no_grad():
-        x = vf.preprocess(sample_frames(1), size=SIZE)
-        mean = net.forward_frame(x).mask_features[0].mean((1, 2))
-        _last_group_norm(net.Mask_branch).bias.sub_(mean - 0.05 * torch.randn(mean.shape, generator=g))
-        _last_group_norm(net.Kernel_branch).weight.mul_(0.05)
-        last = [m for m in net.Category_branch_post.modules() if isinstance(m, nn.Conv2d)][-1]
-        last.weight.mul_(0.3)
-        last.bias.copy_(-2.2 + torch.randn(last.bias.shape, generator=g))
-    return net
+    return lively_net(seed, SIZE, dim=32, norm_groups=8, grid=(6, 10), **config)
 
 
 def rss_mb() -> float:
@@ -175,12 +159,7 @@ def main() -> None:
                        f"{rows}; finish p50 ms over those {every} frames {p50}")
         print("\n".join(lines[-3:]), flush=True)
     lines += [f"# {s}" for s in summary]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    path = args.out or os.path.join(RESULTS, f"endless-cpu-{date:%Y%m%d}-{rev}.txt")
-    with open(path, "w") as f:
-        f.write(report)
-    print(f"report written to {os.path.relpath(path)}")
+    write_report("\n".join(lines) + "\n", args.out or os.path.join(RESULTS, f"endless-cpu-{date:%Y%m%d}-{rev}.txt"))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import visolo_fast as vf  # noqa: E402
-from bench.common import RESULTS, commit, device_name  # noqa: E402
+from bench.common import RESULTS, commit, device_name, write_report  # noqa: E402
 from visolo_fast.io.serve import MjpegServer, RtspCamera, UdpCamera, read_index, stamp_index  # noqa: E402
 from visolo_fast.io.video import quiet_opencv  # noqa: E402
 from visolo_fast.sample import sample_frames  # noqa: E402
@@ -159,12 +159,8 @@ def main() -> None:
         f"{'cap p50':>7} {'p95':>7} {'p99':>7}  {'cam p50':>7} {'p95':>7} {'p99':>7}  {'age ms':>8} {'frames':>6}  "
         f"{'step ms':>7}",
     ]
-    report = "\n".join(header + lines) + "\n"
-    print(report)
-    path = args.out or os.path.join(RESULTS, f"live-{device.type}-{datetime.datetime.now():%Y%m%d}-{commit()}.txt")
-    with open(path, "w") as f:
-        f.write(report)
-    print(f"wrote {os.path.relpath(path)}")
+    write_report("\n".join(header + lines) + "\n",
+                 args.out or os.path.join(RESULTS, f"live-{device.type}-{datetime.datetime.now():%Y%m%d}-{commit()}.txt"))
 
 
 if __name__ == "__main__":

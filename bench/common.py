@@ -44,6 +44,14 @@ def commit() -> str:
         return fallback
 
 
+def write_report(report: str, path: str) -> None:
+    """Prints a benchmark's report and writes it to ``path`` (under bench/results/ by default)."""
+    print(report)
+    with open(path, "w") as f:
+        f.write(report)
+    print(f"report written to {os.path.relpath(path)}")
+
+
 def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 30, warmup: int = 3) -> float:
     """The median wall time of fn() in milliseconds (synchronising the GPU around each call)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -8,7 +8,7 @@
 #   bash bench/gpu_check.sh cpu      on a machine without a GPU (CI): every step that needs no GPU,
 #                                    against the torch/triton of the python it runs (CI: a venv
 #                                    with the GPU image's torch 2.11.0 and triton 3.6.0)
-#   bash bench/gpu_check.sh PART...  some of: machine build tests memcheck racecheck e2e latency
+#   bash bench/gpu_check.sh PART...  some of: machine build tests memcheck racecheck e2e latency package
 #   bash bench/gpu_check.sh cpu PART...  some of: machine selftest imports collect options
 #                                    bench-cpu cxx-syntax (cxx-syntax: ~5 minutes on 2 cores)
 #   --out DIR                        (with any of the above) where the report goes, and on a GPU
@@ -22,7 +22,7 @@
 # PATH, else $NINJA, else the tree's .venv/bin/ninja (copy the tree with it).
 #
 # Each part runs under its own `timeout`, so a slow part cannot eat the time of the others;
-# the limits add up to 470 s, under the 8 minutes the whole run should take. A part that fails
+# the limits add up to 480 s, the 8 minutes the whole run should take. A part that fails
 # or times out makes the exit status 1; the others still run (a failed build still leaves the
 # Triton tests and benchmarks worth their minutes). One report, everything the parts printed
 # plus each one's duration and status, goes to <out>/gpu_check-<date>-<device>[-<parts>].txt;
@@ -43,14 +43,15 @@ export PY ROOT
 GPU_CHECK_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "${GPU_CHECK_COMMIT:-}")
 export GPU_CHECK_COMMIT
 
-# Seconds per part (sum 470). Expected on an H200 with 16 cores (estimates, not yet measured):
+# Seconds per part (sum 480). Expected on an H200 with 16 cores (estimates, not yet measured):
 # build ~60-90 s (22 sources, the longest a .cu of ~30 s, one arch, 16 at a time); tests ~60 s
 # (a Triton compile per kernel specialisation, ~1 s each, the op files in parallel); memcheck
 # and racecheck ~30-50 s each (torch's start-up under the sanitizer is slow; in parallel too);
 # e2e ~50 s (5 configurations, a process each, the first fast one compiling its Triton
-# kernels); latency ~15 s.
-declare -A LIMIT=([machine]=15 [build]=150 [tests]=90 [memcheck]=70 [racecheck]=55 [e2e]=65 [latency]=25)
-GPU_PARTS=(machine build tests memcheck racecheck e2e latency)
+# kernels); latency ~15 s; package ~45 s (a CUDA package exported: AOTInductor compiles its
+# wrapper and Triton kernels; then 8 frames against the eager engine).
+declare -A LIMIT=([machine]=15 [build]=140 [tests]=80 [memcheck]=60 [racecheck]=45 [e2e]=60 [latency]=25 [package]=55)
+GPU_PARTS=(machine build tests memcheck racecheck e2e latency package)
 # cpu mode: the same shell machinery; the limits are for a 2-core CI machine.
 declare -A CPU_LIMIT=([machine]=60 [selftest]=60 [imports]=180 [collect]=300 [options]=120 [bench-cpu]=600 [cxx-syntax]=600)
 CPU_PARTS=(machine selftest imports collect options bench-cpu cxx-syntax)
@@ -64,6 +65,7 @@ TESTS_K="cuda or triton or opcheck or compile"
 # which it slows most (a race shows on small shapes as well: several tiles and loop steps).
 MEMCHECK_K="cuda-cuda"
 RACECHECK_K="cuda-cuda and not official"
+PACKAGE_K="cuda"
 # Any finding fails the part (exit 9). API errors are not reported: the CUDA runtime's and
 # torch's own probes (cuGetProcAddress and the like) return errors by design, and a launch of
 # ours that fails is already a test failure (every launch is checked). No launch timeout:
@@ -232,6 +234,12 @@ latency() {
   TRITON_INTERPRET=0 "$PY" bench/bench_latency.py --device cuda "${LATENCY_ARGS[@]}"
 }
 
+# The frame function exported as a CUDA AOTInductor package and run (Engine.from_package),
+# frame by frame against the eager fast engine.
+package() {
+  TRITON_INTERPRET=0 "$PY" -m pytest -q -p no:cacheprovider tests/engine/test_package.py -k "$PACKAGE_K"
+}
+
 # cpu mode: the shell machinery itself (a timeout, a failure, a success; the argument checks).
 selftest() {
   local got
@@ -284,6 +292,9 @@ collect() {
     echo -n "-k \"$k\": "
     TRITON_INTERPRET=0 "$PY" -m pytest --collect-only -q -p no:cacheprovider tests/ops -k "$k" | tail -1 || return 1
   done
+  echo -n "package, -k \"$PACKAGE_K\": "
+  TRITON_INTERPRET=0 "$PY" -m pytest --collect-only -q -p no:cacheprovider tests/engine/test_package.py -k "$PACKAGE_K" \
+    | tail -1 || return 1
 }
 
 # cpu mode: every option the GPU parts pass is one the bench scripts have.
@@ -357,8 +368,9 @@ part() {
   SUMMARY+=("$(printf '%-11s %-22s %4d s (limit %d s)' "$name" "$status" $((SECONDS - start)) "$limit")")
 }
 
-export MODE=$mode TESTS_K MEMCHECK_K RACECHECK_K SANITIZER_FLAGS
-export -f machine sanitizer per_file build tests memcheck racecheck e2e latency imports collect options bench_cpu cxx_syntax
+export MODE=$mode TESTS_K MEMCHECK_K RACECHECK_K PACKAGE_K SANITIZER_FLAGS
+export -f machine sanitizer per_file build tests memcheck racecheck e2e latency package imports collect options bench_cpu \
+  cxx_syntax
 export E2E_ARGS_STR="${E2E_ARGS[*]}" LATENCY_ARGS_STR="${LATENCY_ARGS[*]}"
 
 if [[ $mode == gpu ]]; then

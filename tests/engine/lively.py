@@ -22,12 +22,13 @@ def _last_group_norm(module: nn.Module) -> nn.GroupNorm:
     return [m for m in module.modules() if isinstance(m, nn.GroupNorm)][-1]
 
 
-def lively_net(seed: int = 4, **config) -> vf.VisoloNet:
+def lively_net(seed: int = 4, size: tuple[int, int] = SIZE, **config) -> vf.VisoloNet:
+    """A lively VisoloNet with input ``size`` and the other ``config`` fields given."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = vf.VisoloNet(vf.VisoloConfig(input_size=SIZE, **config)).eval()
+    net = vf.VisoloNet(vf.VisoloConfig(input_size=size, **config)).eval()
     with torch.no_grad():
-        x = vf.preprocess(sample_frames(1), size=SIZE)
+        x = vf.preprocess(sample_frames(1), size=size)
         mean = net.forward_frame(x).mask_features[0].mean((1, 2))
         _last_group_norm(net.Mask_branch).bias.sub_(mean - 0.05 * torch.randn(mean.shape, generator=g))
         _last_group_norm(net.Kernel_branch).weight.mul_(0.05)

@@ -156,3 +156,16 @@ def test_cli_runs_a_package(unbounded, tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path), "--max-memory-frames", "4"]) == 2
     assert "is a folder; give the package's file name" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "visolo.pt2")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: the CUDA package is exported and run on a GPU")
+def test_cuda_package(frames, tmp_path):
+    """A CUDA package (the ops' fastest GPU backends: CUDA kernels through the dispatcher,
+    Triton kernels compiled into it) against the eager fast engine on the GPU."""
+    net = lively_net(4, max_memory_frames=4).cuda()
+    engine = vf.Engine.from_package(export_package(net, tmp_path / "cuda.pt2"))
+    assert engine.device.type == "cuda"
+    _, expected = run(net, frames[:8])
+    _, got = run(engine, frames[:8])
+    assert sum(r.track_ids.numel() for r in expected) >= 8
+    assert_same_frames(expected, got)

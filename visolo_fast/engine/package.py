@@ -29,6 +29,7 @@ import os
 
 import torch
 
+from visolo_fast import backends
 from visolo_fast.config import VisoloConfig
 from visolo_fast.engine.engine import ieee_float32
 from visolo_fast.engine.frame import FrameOut, MemoryRead
@@ -125,8 +126,9 @@ class PackageRunner:
 def load(path: str, changes: dict):
     """The package's model and what it was built with; refuses another format, or config
     changes it was not built for. Returns (model, config, dtype, device, checkpoint)."""
-    import visolo_fast._C  # noqa: F401  (the ops the package calls, through the dispatcher)
-
+    if not backends.extension_loaded():
+        raise PackageError(f"{path}: a package calls visolo_fast's C++ ops, and the extension is not built: "
+                           f"{backends.BUILD_HINT}")
     if not os.path.isfile(path):
         raise PackageError(f"{path}: no such package file (write one with `python -m visolo_fast export --out {path}`)")
     try:
