@@ -69,3 +69,22 @@ def test_readme_ytvis_commands_run(tmp_path, monkeypatch, capsys):
         assert main(argv[3:]) == 0, command
     out = capsys.readouterr().out
     assert "done: 2 of 2 videos (5 frames)" in out and out.count("Average Precision") == 6
+
+
+def test_readme_package_commands_run(tmp_path, monkeypatch, capsys):
+    """export -> demo --package, as written (random weights at the official input size)."""
+    import shlex
+
+    from visolo_fast.cli import main
+
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    commands = next(b for b in blocks if "visolo_fast export" in b).strip().splitlines()
+    assert [c.split()[3] for c in commands] == ["export", "demo"]
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "visolo_fast"]
+        assert main(argv[3:]) == 0, command
+    out = capsys.readouterr().out
+    assert "package: visolo.pt2 (cpu, float32, weights: random weights (demo))" in out
+    assert "done: 4 frames" in out and (tmp_path / "visolo_demo" / "results.json").exists()
