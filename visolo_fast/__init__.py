@@ -3,8 +3,8 @@
 from visolo_fast.backends import BACKENDS, BackendUnavailable, available_backends
 from visolo_fast.checkpoint import CheckpointError, load_model, save_model
 from visolo_fast.config import VisoloConfig
-from visolo_fast.engine import (Engine, FrameResult, StageTimes, Tracker, TrackSummary, VideoResult, segment_video,
-                                step_many)
+from visolo_fast.engine import (Engine, FrameResult, PackageError, StageTimes, Tracker, TrackSummary, VideoResult,
+                                export_package, segment_video, step_many)
 from visolo_fast.evaluation import EvaluationError, evaluate_ytvis
 from visolo_fast.io.live import Frame, Source, open_source
 from visolo_fast.io.video import InputError
@@ -24,6 +24,7 @@ __all__ = [
     "FrameResult",
     "InputError",
     "MemoryEntry",
+    "PackageError",
     "Source",
     "StageTimes",
     "TrackSummary",
@@ -33,6 +34,7 @@ __all__ = [
     "VisoloNet",
     "available_backends",
     "evaluate_ytvis",
+    "export_package",
     "load_model",
     "open_source",
     "preprocess",
