@@ -1,0 +1,171 @@
+"""The C++ tracker (visolo_segment) against the Python tracker on the same package. Run by
+ctest (cpp_tracker_parity):
+
+    python tests/cpp/tracker_parity.py path/to/visolo_segment path/to/test_rle
+
+Exports a small package (the lively test net, input 64 x 112, the memory capped at 4 frames),
+writes a generated video of 16 frames whose tracks get lost and re-identified as PPM files,
+runs visolo_segment on it and the Python tracker (Engine.from_package) over the same package,
+and compares their results.json: the same tracks, category ids, scores within 1e-5, every
+frame's RLE equal. Then the same with max_lost_frames=1 (tracks end and come back as new ones)
+and another output size; with frames of the input size (nothing resized); and the C++ COCO
+RLE encoder against pycocotools on awkward masks, byte for byte.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+import visolo_fast as vf  # noqa: E402
+from tests.engine.lively import SIZE, lively_net  # noqa: E402
+from visolo_fast.engine.package import export_package  # noqa: E402
+from visolo_fast.io.coco_mask import mask_api  # noqa: E402
+from visolo_fast.io.ytvis import ResultsRecorder  # noqa: E402
+from visolo_fast.sample import sample_frames  # noqa: E402
+
+H, W = 72, 128  # frames: resized to the package's 64 x 112, masks resized back
+FRAMES = 16
+SCORE_ATOL = 1e-5
+
+
+def write_ppm(path: str, frame: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        f.write(b"P6\n# a generated frame\n%d %d\n255\n" % (frame.shape[1], frame.shape[0]))
+        f.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+
+
+def python_tracker(package: str, frames: list[np.ndarray], output_size=None,
+                   **changes) -> tuple[list[dict], list[vf.FrameResult]]:
+    """The Python tracker's results list (as the CLI writes it) and frame results."""
+    tracker = vf.Tracker(vf.Engine.from_package(package, **changes), output_size)
+    recorder, results = ResultsRecorder(), []
+    for frame in frames:
+        results.append(tracker.step(frame))
+        recorder.add(results[-1])
+    return recorder.results(tracker, video_id=1), results
+
+
+def cpp_tracker(segment: str, package: str, folder: str, out: str, *options: str) -> tuple[list[dict], str]:
+    """visolo_segment's results list and its results.json's text."""
+    command = [segment, package, folder, "--out", out, *options]
+    done = subprocess.run(command, capture_output=True, text=True)
+    sys.stderr.write(done.stderr)
+    assert done.returncode == 0, f"{' '.join(command)}: exit status {done.returncode}"
+    with open(os.path.join(out, "results.json")) as f:
+        text = f.read()
+    return json.loads(text), text
+
+
+def events(results: list[vf.FrameResult]) -> dict[str, int]:
+    """Tracks started after the first frame, returns of a track after frames without it, tracks ended."""
+    last: dict[int, int] = {}
+    new = returned = 0
+    for r in results:
+        for t in r.track_ids.tolist():
+            new += t not in last and r.index > 0
+            returned += t in last and last[t] < r.index - 1
+            last[t] = r.index
+    return {"new": new, "returned": returned, "ended": sum(r.ended.track_ids.numel() for r in results)}
+
+
+def compare(expected: list[dict], got: list[dict], what: str) -> None:
+    assert len(got) == len(expected), f"{what}: {len(got)} tracks, the Python tracker has {len(expected)}"
+    for k, (e, g) in enumerate(zip(expected, got)):
+        assert g["video_id"] == e["video_id"], f"{what}: track {k}: video_id {g['video_id']} != {e['video_id']}"
+        assert g["category_id"] == e["category_id"], f"{what}: track {k}: category_id {g['category_id']} != {e['category_id']}"
+        assert abs(g["score"] - e["score"]) <= SCORE_ATOL, f"{what}: track {k}: score {g['score']} != {e['score']}"
+        assert len(g["segmentations"]) == len(e["segmentations"]), f"{what}: track {k}: frames differ"
+        for t, (a, b) in enumerate(zip(e["segmentations"], g["segmentations"])):
+            assert a == b, f"{what}: track {k}, frame {t}: RLE {b} != {a}"
+
+
+def write_frames(folder: str, frames: list[np.ndarray]) -> str:
+    os.makedirs(folder)
+    for t, frame in enumerate(frames):  # frame8 before frame10: natural order
+        write_ppm(os.path.join(folder, f"frame{t}.ppm"), frame)
+    return folder
+
+
+def check_case(segment: str, package: str, folder: str, frames, out: str, what: str, options=(), output_size=None,
+               **changes) -> dict:
+    start = time.monotonic()
+    got, text = cpp_tracker(segment, package, folder, out, *options)
+    cpp_s = time.monotonic() - start
+    start = time.monotonic()
+    expected, results = python_tracker(package, frames, output_size, **changes)
+    python_s = time.monotonic() - start
+    compare(expected, got, what)
+    happened = events(results)
+    same = "byte-identical" if text == json.dumps(expected) else "equal"
+    print(f"ok: {what}: {len(got)} tracks ({happened}), results.json {same} "
+          f"(visolo_segment {cpp_s:.1f} s, Python {python_s:.1f} s)")
+    return happened
+
+
+def check_rle(test_rle: str, folder: str) -> None:
+    """encode_rle against pycocotools: empty, full, first pixel set or not, single pixels, long
+    runs (several characters a count) and runs shorter than the count two before (negative
+    differences), odd sizes."""
+    g = torch.Generator().manual_seed(0)
+    masks = []
+    for h, w in [(1, 1), (3, 5), (72, 128), (64, 112), (37, 1001)]:
+        masks += [torch.zeros(h, w, dtype=torch.bool), torch.ones(h, w, dtype=torch.bool)]
+        for p in (0.002, 0.5, 0.98):
+            masks.append(torch.rand(h, w, generator=g) < p)
+        blob = torch.zeros(h, w, dtype=torch.bool)
+        blob[h // 4:h // 4 + max(1, h // 2), w // 3:w // 3 + max(1, w // 3)] = True
+        masks += [blob, ~blob]
+        corner = torch.zeros(h, w, dtype=torch.bool)
+        corner[0, 0] = corner[-1, -1] = True
+        masks.append(corner)
+    coco, ok = mask_api("the RLE check"), 0
+    for size in sorted({tuple(m.shape) for m in masks}):  # test_rle reads masks of one size a file
+        group = [m for m in masks if tuple(m.shape) == size]
+        path = os.path.join(folder, f"masks-{size[0]}x{size[1]}.bin")
+        with open(path, "wb") as f:
+            f.write(np.array([len(group), *size], np.int64).tobytes())
+            f.write(torch.stack(group).numpy().astype(np.uint8).tobytes())
+        lines = subprocess.run([test_rle, path], capture_output=True, text=True, check=True).stdout.splitlines()
+        for m, line in zip(group, lines, strict=True):
+            expected = coco.encode(np.asfortranarray(m.numpy().astype(np.uint8)))["counts"].decode("ascii") \
+                if m.any() else "null"
+            assert line == expected, f"RLE of a {size} mask: {line!r}, pycocotools {expected!r}"
+            ok += 1
+    print(f"ok: {ok} masks: encode_rle gives pycocotools' counts")
+
+
+def main(segment: str, test_rle: str) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        check_rle(test_rle, tmp)
+        start = time.monotonic()
+        package = export_package(lively_net(4, max_memory_frames=4), os.path.join(tmp, "lively.pt2"))
+        print(f"exported {package} in {time.monotonic() - start:.1f} s")
+        frames = sample_frames(FRAMES, H, W)
+        folder = write_frames(os.path.join(tmp, "frames"), frames)
+
+        happened = check_case(segment, package, folder, frames, os.path.join(tmp, "out"), "the package's settings")
+        assert happened["new"] >= 2 and happened["returned"] >= 2, happened  # the video tests what it claims to
+        happened = check_case(segment, package, folder, frames, os.path.join(tmp, "out-lost"),
+                              "max_lost_frames=1, output size 50 x 90",
+                              ["--max-lost-frames", "1", "--output-size", "50x90"], (50, 90), max_lost_frames=1)
+        assert happened["ended"] >= 1, happened
+        # Frames of the input size: no resize on either side.
+        same = sample_frames(8, *SIZE)
+        check_case(segment, package, write_frames(os.path.join(tmp, "frames-input-size"), same), same,
+                   os.path.join(tmp, "out-input-size"), "frames of the input size")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: {sys.argv[0]} path/to/visolo_segment path/to/test_rle")
+    sys.exit(main(sys.argv[1], sys.argv[2]))
