@@ -392,6 +392,11 @@ int main(int argc, char** argv) {
   std::unique_ptr<FrameSource> source;
   try {
     args = parse(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "error: " << e.what() << "\n" << kUsage << std::endl;
+    return 2;
+  }
+  try {
     try {
       visolo::load_ops(args.ops.empty() ? default_ops() : args.ops);
     } catch (const std::exception& e) {
@@ -408,7 +413,7 @@ int main(int argc, char** argv) {
     source = open_input(args.input);
     make_out(args.out);
   } catch (const UsageError& e) {
-    std::cerr << "error: " << e.what() << "\n" << kUsage << std::endl;
+    std::cerr << "error: " << e.what() << std::endl;
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "error: INPUT: " << e.what() << std::endl;

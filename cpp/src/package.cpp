@@ -43,7 +43,7 @@ class Metadata {
   const std::string& text(const std::string& key) const {
     const auto it = values_.find(key);
     if (it == values_.end()) {
-      fail(key, "is missing: export it again with python -m visolo_fast export");
+      fail(key, "is missing: export the package again (python -m visolo_fast export)");
     }
     return it->second;
   }
@@ -169,7 +169,7 @@ Package::Package(const std::string& path, int device_index) : path_(path), dtype
   const Metadata meta(path, std::move(values));
   if (meta.text("visolo_fast.format") != kFormat) {
     meta.fail("visolo_fast.format", "is '" + meta.text("visolo_fast.format") + "', this tracker reads format " +
-                                        kFormat + ": export the package again with this version");
+                                        kFormat + ": export the package again (python -m visolo_fast export)");
   }
   dtype_ = dtype_named(meta, meta.text("visolo_fast.dtype"));
   const std::string device = meta.text("visolo_fast.device");

@@ -9,15 +9,18 @@ runs visolo_segment on it and the Python tracker (Engine.from_package) over the 
 and compares their results.json: the same tracks, category ids, scores within 1e-5, every
 frame's RLE equal. Then the same with max_lost_frames=1 (tracks end and come back as new ones)
 and another output size; with frames of the input size (nothing resized); and the C++ COCO
-RLE encoder against pycocotools on awkward masks, byte for byte.
+RLE encoder against pycocotools on awkward masks, byte for byte; and the refusals of a package
+of another format or without a setting, and of a frame cut short.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -143,6 +146,42 @@ def check_rle(test_rle: str, folder: str) -> None:
     print(f"ok: {ok} masks: encode_rle gives pycocotools' counts")
 
 
+def with_metadata(package: str, path: str, change) -> str:
+    """A copy of ``package`` whose metadata ``change(dict)`` alters."""
+    with zipfile.ZipFile(package) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("wrapper_metadata.json"):
+                metadata = json.loads(data)
+                change(metadata)
+                data = json.dumps(metadata).encode()
+            dst.writestr(info, data)
+    return path
+
+
+def check_refusals(segment: str, package: str, folder: str, tmp: str) -> None:
+    """A package of another format or without a setting, and a frame cut short: one line
+    naming the argument, exit status 2, before any frame runs."""
+    short = os.path.join(tmp, "short")
+    shutil.copytree(folder, short)
+    with open(os.path.join(short, "frame3.ppm"), "r+b") as f:
+        f.truncate(100)
+    cases = [
+        (with_metadata(package, os.path.join(tmp, "format2.pt2"), lambda m: m.update({"visolo_fast.format": "2"})),
+         folder, "error: PACKAGE: ", "metadata visolo_fast.format is '2', this tracker reads format 1"),
+        (with_metadata(package, os.path.join(tmp, "nokey.pt2"), lambda m: m.pop("visolo_fast.config.tracking_thr")),
+         folder, "error: PACKAGE: ", "metadata visolo_fast.config.tracking_thr is missing"),
+        (package, short, "error: INPUT: ", "frame3.ppm is cut short"),
+    ]
+    for pkg, frames, start, says in cases:
+        done = subprocess.run([segment, pkg, frames, "--out", os.path.join(tmp, "refused")], capture_output=True,
+                              text=True)
+        lines = done.stderr.splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(start) and says in lines[0], \
+            (done.returncode, done.stderr)
+    print(f"ok: {len(cases)} refusals, one line each")
+
+
 def main(segment: str, test_rle: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         check_rle(test_rle, tmp)
@@ -151,6 +190,7 @@ def main(segment: str, test_rle: str) -> int:
         print(f"exported {package} in {time.monotonic() - start:.1f} s")
         frames = sample_frames(FRAMES, H, W)
         folder = write_frames(os.path.join(tmp, "frames"), frames)
+        check_refusals(segment, package, folder, tmp)
 
         happened = check_case(segment, package, folder, frames, os.path.join(tmp, "out"), "the package's settings")
         assert happened["new"] >= 2 and happened["returned"] >= 2, happened  # the video tests what it claims to
