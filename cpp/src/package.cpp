@@ -134,6 +134,13 @@ at::ScalarType dtype_named(const Metadata& meta, const std::string& name) {
   meta.fail("visolo_fast.dtype", "must be float32, float16 or bfloat16, got " + name);
 }
 
+void check_format(const Metadata& meta) {
+  if (meta.text("visolo_fast.format") != kFormat) {
+    meta.fail("visolo_fast.format", "is '" + meta.text("visolo_fast.format") + "', this tracker reads format " +
+                                        kFormat + ": export the package again (python -m visolo_fast export)");
+  }
+}
+
 }  // namespace
 
 void load_ops(const std::string& path) {
@@ -159,18 +166,29 @@ Package::Package(const std::string& path, int device_index) : path_(path), dtype
   if (!S_ISREG(st.st_mode)) {
     throw std::runtime_error(path + ": not a file (a package is one .pt2 file)");
   }
-  std::unordered_map<std::string, std::string> values;
+  // NB: the format is checked first, from the package's metadata file, before its model loads:
+  // a package of another format may call ops that this library does not register, and its
+  // loading would fail with a less clear error.
   try {
-    values = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kModel);
-  } catch (const std::exception& e) {
+    check_format(Metadata(path, torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kModel)));
+  } catch (const c10::Error& e) {
     throw std::runtime_error(path + ": not an AOTInductor package of a model named '" + kModel + "' (" +
                              first_line(e) + ")");
   }
-  const Metadata meta(path, std::move(values));
-  if (meta.text("visolo_fast.format") != kFormat) {
-    meta.fail("visolo_fast.format", "is '" + meta.text("visolo_fast.format") + "', this tracker reads format " +
-                                        kFormat + ": export the package again (python -m visolo_fast export)");
+  if (!ops_loaded()) {
+    throw std::runtime_error(path + ": the package calls the visolo_fast ops, which are not loaded: load "
+                             "libvisolo_fast_ops first (visolo::load_ops, or link it with -Wl,--no-as-needed)");
   }
+  try {
+    loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, kModel, false, 1,
+                                                                        static_cast<c10::DeviceIndex>(device_index));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": cannot load the package (" + first_line(e) + ")");
+  }
+
+  // The settings: the metadata compiled into the model (what Python's get_metadata() reads).
+  const Metadata meta(path, loader_->get_metadata());
+  check_format(meta);
   dtype_ = dtype_named(meta, meta.text("visolo_fast.dtype"));
   const std::string device = meta.text("visolo_fast.device");
   if (device == "cuda") {
@@ -196,17 +214,6 @@ Package::Package(const std::string& path, int device_index) : path_(path), dtype
       (c.max_lost_frames && *c.max_lost_frames < 1)) {
     meta.fail("visolo_fast.config.*", "out of range (input_size, grid, num_classes, dim, max_memory_frames or "
                                       "max_lost_frames)");
-  }
-
-  if (!ops_loaded()) {
-    throw std::runtime_error(path + ": the package calls the visolo_fast ops, which are not loaded: load "
-                             "libvisolo_fast_ops first (visolo::load_ops, or link it with -Wl,--no-as-needed)");
-  }
-  try {
-    loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, kModel, false, 1,
-                                                                        static_cast<c10::DeviceIndex>(device_index));
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": cannot load the package (" + first_line(e) + ")");
   }
 }
 

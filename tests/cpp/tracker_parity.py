@@ -146,17 +146,30 @@ def check_rle(test_rle: str, folder: str) -> None:
     print(f"ok: {ok} masks: encode_rle gives pycocotools' counts")
 
 
-def with_metadata(package: str, path: str, change) -> str:
-    """A copy of ``package`` whose metadata ``change(dict)`` alters."""
+def with_format(package: str, path: str, version: str) -> str:
+    """A copy of ``package`` whose metadata file says another format (the tracker reads it
+    before the model loads; the model's compiled-in metadata still says "1")."""
     with zipfile.ZipFile(package) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
         for info in src.infolist():
             data = src.read(info)
             if info.filename.endswith("wrapper_metadata.json"):
-                metadata = json.loads(data)
-                change(metadata)
-                data = json.dumps(metadata).encode()
+                data = json.dumps({**json.loads(data), "visolo_fast.format": version}).encode()
             dst.writestr(info, data)
     return path
+
+
+def without_setting(package: str, path: str, key: str) -> str:
+    """A tiny AOTInductor package (x + 1) with ``package``'s metadata but ``key``."""
+    metadata = {k: v for k, v in torch._inductor.aoti_load_package(package).get_metadata().items()
+                if k.startswith("visolo_fast.") and k != key}
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x):
+            return x + 1
+
+    program = torch.export.export(Tiny(), (torch.zeros(2),))
+    return torch._inductor.aoti_compile_and_package(program, package_path=path,
+                                                    inductor_configs={"aot_inductor.metadata": metadata})
 
 
 def check_refusals(segment: str, package: str, folder: str, tmp: str) -> None:
@@ -167,9 +180,9 @@ def check_refusals(segment: str, package: str, folder: str, tmp: str) -> None:
     with open(os.path.join(short, "frame3.ppm"), "r+b") as f:
         f.truncate(100)
     cases = [
-        (with_metadata(package, os.path.join(tmp, "format2.pt2"), lambda m: m.update({"visolo_fast.format": "2"})),
+        (with_format(package, os.path.join(tmp, "format2.pt2"), "2"),
          folder, "error: PACKAGE: ", "metadata visolo_fast.format is '2', this tracker reads format 1"),
-        (with_metadata(package, os.path.join(tmp, "nokey.pt2"), lambda m: m.pop("visolo_fast.config.tracking_thr")),
+        (without_setting(package, os.path.join(tmp, "no-tracking-thr.pt2"), "visolo_fast.config.tracking_thr"),
          folder, "error: PACKAGE: ", "metadata visolo_fast.config.tracking_thr is missing"),
         (package, short, "error: INPUT: ", "frame3.ppm is cut short"),
     ]
