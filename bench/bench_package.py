@@ -3,7 +3,7 @@
     python bench/bench_package.py [--weights W] [--frames 12] [--segment PATH/visolo_segment] [--out FILE]
 
 1. Exports the official-size package (352 x 624; ``python -m visolo_fast export``'s
-   function), timed, and its size.
+   function), timed, and its size. Every compile starts from an empty inductor cache.
 2. Start-up, process start to the first frame's result, each mode in a fresh process:
    the eager fast engine, ``compile=True`` (inductor compiles at the first frame) and the
    package (``Engine.from_package``); the C++ tracker's ``visolo_segment`` on one frame when
@@ -12,7 +12,7 @@
 3. The host's time per frame outside the network, on the package: the Python tracker's
    ``prepare`` (checks, resize, normalise) and ``finish`` (association, tracks, mask resize,
    the one transfer), median over the frames after the first; and the C++ tracker's
-   (``visolo_segment --timings``) when ``--segment`` is given.
+   (``visolo_segment --timings``) when ``--segment`` is given; each in a fresh process.
 
 No trained weights ship with this repository: without ``--weights`` the network is a
 random VisoloNet at the official size, nudged as the tests' lively networks
@@ -122,6 +122,10 @@ def main() -> None:
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mode == "host":
+        with open(args.json, "w") as f:
+            json.dump(host_times(args.source, args.frames), f)
+        return None
     if args.mode:
         return first_result(args.mode, args.source, 2, args.json)
 
@@ -134,6 +138,7 @@ def main() -> None:
     date, rev = datetime.datetime.now(), commit()
     lines = [f"# visolo_fast package benchmark, {date:%Y-%m-%d}, commit {rev}, {device_name(torch.device('cpu'))}"]
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, "inductor-export")  # NB: read when inductor compiles
         weights = args.weights
         if weights is None:
             weights = os.path.join(tmp, "lively.pth")
@@ -154,9 +159,12 @@ def main() -> None:
         startup = {}
         for mode, source in (("eager", weights), ("compile", weights), ("package", package)):
             out = os.path.join(tmp, f"{mode}.json")
+            # NB: an empty inductor cache each: compile=True (and export) otherwise reuse the
+            # code compiled by an earlier run, which a fresh deployment does not have.
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(tmp, f"inductor-{mode}")}
             launched = time.time()
             subprocess.run([sys.executable, os.path.abspath(__file__), "--mode", mode, "--source", source,
-                            "--json", out], check=True)
+                            "--json", out], check=True, env=env)
             with open(out) as f:
                 first, second = json.load(f)
             startup[mode] = first - launched
@@ -171,7 +179,11 @@ def main() -> None:
                      f"eager / package: {startup['eager'] / startup['package']:.2f}x")
 
         lines.append("")
-        host = host_times(package, args.frames)
+        out = os.path.join(tmp, "host.json")  # NB: in a fresh process too, as the C++ tracker's
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--mode", "host", "--source", package,
+                        "--frames", str(args.frames), "--json", out], check=True)
+        with open(out) as f:
+            host = json.load(f)
         lines.append(f"host time per frame outside the network, median of frames 2..{args.frames} (ms); the "
                      f"package's network pass: {host['network']:.1f} ms; {host['tracks']} tracks")
         lines.append(f"{'tracker':<22}{'prepare':>10}{'finish':>10}{'total':>10}")

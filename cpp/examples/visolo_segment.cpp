@@ -2,6 +2,7 @@
 // without Python, and writes its YouTube-VIS results.json (as python -m visolo_fast segment).
 //
 //   visolo_segment PACKAGE INPUT --out DIR [--ops LIB] [--output-size HxW] [--max-lost-frames N|none]
+//                  [--timings CSV]   (one row per frame: where its time went, visolo::StepTimes)
 //
 // PACKAGE: python -m visolo_fast export --out visolo.pt2. INPUT: a folder of frames (binary
 // PPM, P6, read here; JPEG and PNG too where OpenCV's C++ library was found at build time), in
@@ -48,10 +49,11 @@ struct UsageError : std::runtime_error {
 };
 
 constexpr const char* kUsage =
-    "usage: visolo_segment PACKAGE INPUT --out DIR [--ops LIB] [--output-size HxW] [--max-lost-frames N|none]";
+    "usage: visolo_segment PACKAGE INPUT --out DIR [--ops LIB] [--output-size HxW] [--max-lost-frames N|none]"
+    " [--timings CSV]";
 
 struct Args {
-  std::string package, input, out, ops;
+  std::string package, input, out, ops, timings;
   std::optional<std::array<int64_t, 2>> output_size;
   int64_t max_lost_frames = visolo::TrackerOptions::kFromPackage;
 };
@@ -85,6 +87,8 @@ Args parse(int argc, char** argv) {
       args.out = value();
     } else if (arg == "--ops") {
       args.ops = value();
+    } else if (arg == "--timings") {
+      args.timings = value();
     } else if (arg == "--output-size") {
       const std::string size = value();
       const size_t x = size.find('x');
@@ -420,12 +424,24 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  std::ofstream timings;
+  if (!args.timings.empty()) {
+    timings.open(args.timings, std::ios::trunc);
+    if (!(timings << "frame,prepare_ms,network_ms,finish_ms\n")) {
+      std::cerr << "error: --timings: cannot write " << args.timings << std::endl;
+      return 2;
+    }
+  }
   visolo::ResultsRecorder recorder;
   const auto start = std::chrono::steady_clock::now();
   int64_t index = 0;
   try {
     while (std::optional<at::Tensor> frame = source->next()) {
       recorder.add(tracker->step(*frame));
+      if (timings.is_open()) {
+        const visolo::StepTimes& t = tracker->last_step_times();
+        timings << index << ',' << t.prepare_ms << ',' << t.network_ms << ',' << t.finish_ms << '\n';
+      }
       ++index;
     }
   } catch (const std::exception& e) {

@@ -3,6 +3,7 @@
 // device per frame; the masks stay on the device.
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -137,11 +138,20 @@ at::Tensor Tracker::prepare(const at::Tensor& frame) const {
 
 FrameResult Tracker::step(const at::Tensor& frame) {
   c10::InferenceMode guard;
+  using clock = std::chrono::steady_clock;
+  const auto ms = [](clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  const auto t0 = clock::now();
   const at::Tensor images = prepare(frame);
+  const auto t1 = clock::now();
   // The frame reads the memory as it stands after the previous frame; then it is stored.
   const FrameOutputs out = package_->run(images, memory_->read());
   memory_->add(out.keys[0], out.values[0]);
-  return finish(out, {frame.size(0), frame.size(1)});
+  const auto t2 = clock::now();
+  FrameResult result = finish(out, {frame.size(0), frame.size(1)});
+  times_ = {ms(t0, t1), ms(t1, t2), ms(t2, clock::now())};
+  return result;
 }
 
 FrameResult Tracker::finish(const FrameOutputs& out, std::array<int64_t, 2> size) {

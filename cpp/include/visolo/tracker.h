@@ -138,6 +138,14 @@ struct FrameResult {
   std::vector<TrackSummary> ended;
 };
 
+// Where a step's time went, in milliseconds of wall time (the host's view: on a GPU the
+// network's kernels run asynchronously, and finish waits for them at its one read).
+struct StepTimes {
+  double prepare_ms = 0;  // the frame checked, resized and normalised
+  double network_ms = 0;  // the package's frame function, and the frame stored in the memory
+  double finish_ms = 0;  // the read of the device, association, tracks, masks at the output size
+};
+
 // Each track's category so far, by track id (CPU tensors).
 struct TrackCategories {
   at::Tensor scores;  // float32 [num_tracks]
@@ -184,6 +192,9 @@ class Tracker {
   // The tracks that have not ended, by track id, with their category and span so far.
   std::vector<TrackSummary> open_tracks() const;
 
+  // The last step's times.
+  const StepTimes& last_step_times() const { return times_; }
+
   int64_t num_frames() const { return num_frames_; }
   int64_t num_tracks() const { return num_tracks_; }
   // The frames in the model's memory, oldest first.
@@ -208,6 +219,7 @@ class Tracker {
   std::vector<int64_t> final_labels_;
   int64_t num_tracks_ = 0, num_frames_ = 0;
   std::optional<std::array<int64_t, 2>> frame_size_;
+  StepTimes times_;
 };
 
 }  // namespace visolo
