@@ -135,6 +135,12 @@ def test_package_refusals(capped, tmp_path, monkeypatch):
     (tmp_path / "text.pt2").write_text("not a package")
     with pytest.raises(PackageError, match="text.pt2: not a loadable AOTInductor package"):
         vf.Engine.from_package(tmp_path / "text.pt2")
+    # A CPU without the package's vector instructions (it would stop at an illegal instruction).
+    with monkeypatch.context() as m:
+        m.setattr("torch._inductor.cpu_vec_isa.x86_isa_checker", lambda: [])
+        with pytest.raises(PackageError, match=r"capped.pt2: compiled for AVX.*, and this CPU lacks AVX.* \(it has "
+                                               r"neither AVX2 nor AVX-512\): export the package on a machine like"):
+            vf.Engine.from_package(path)
     monkeypatch.setattr(package, "FORMAT", "2")
     with pytest.raises(PackageError, match=r"package format '1', this visolo_fast runs format '2'") as err:
         vf.Engine.from_package(path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 
 import torch
 
@@ -118,7 +119,8 @@ class PackageRunner:
         """As :meth:`NetworkRunner.frame`; the package selects a first frame's memory itself
         (``lengths`` 0). Several streams' memories are padded to the longest: the package
         reads each up to its ``lengths``."""
-        outs = [self.model(images[b:b + 1].contiguous(), *(x[b:b + 1] for x in memory)) for b in range(images.shape[0])]
+        outs = [self.model.boxed_run([images[b:b + 1].contiguous(), *(x[b:b + 1] for x in memory)])
+                for b in range(images.shape[0])]
         keys, values, query = (torch.cat([out[i] for out in outs]) for i in range(3))
         return FrameOut(keys, values, query, [InstanceSlots(*out[3:]) for out in outs])
 
@@ -132,10 +134,11 @@ def load(path: str, changes: dict):
     if not os.path.isfile(path):
         raise PackageError(f"{path}: no such package file (write one with `python -m visolo_fast export --out {path}`)")
     try:
-        model = torch._inductor.aoti_load_package(path)
+        model = _load_model(path)
     except Exception as exc:  # noqa: BLE001  (the loader's errors name no file)
         raise PackageError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0]}") from exc
     metadata = model.get_metadata()
+    _check_isa(path, metadata)
     version = metadata.get("visolo_fast.format")
     if version != FORMAT:
         raise PackageError(f"{path}: package format {version!r}, this visolo_fast runs format {FORMAT!r}: export it "
@@ -148,6 +151,35 @@ def load(path: str, changes: dict):
                            f"(`python -m visolo_fast export --device cpu`)")
     return model, _changed(path, built, changes), DTYPES[metadata["visolo_fast.dtype"]], device, \
         metadata["visolo_fast.checkpoint"]
+
+
+def _load_model(path: str):
+    """The package's model loader (``torch._C._aoti.AOTIModelPackageLoader``, as C++ has it).
+
+    NB: not ``torch._inductor.aoti_load_package``: to compare the package's vector ISA with
+    this machine's, that asks inductor for the machine's best ISA, which inductor finds by
+    compiling and running a probe program per candidate (about 6 s at the first load on a
+    machine, a fresh container's every start), and then only warns of a mismatch. The CPU's
+    flags answer the question, and a mismatch is refused (:func:`_check_isa`). Called with a
+    list of tensors (``boxed_run``), it also skips the call spec's parsing on every frame.
+    """
+    return torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
+
+
+def _check_isa(path: str, metadata: dict) -> None:
+    """Refuses a CPU package compiled for vector instructions this CPU lacks (it would stop
+    with an illegal instruction at its first frame)."""
+    from torch._inductor.cpu_vec_isa import x86_isa_checker
+
+    wanted = metadata.get("AOTI_CPU_ISA", "").lower().split()
+    if metadata.get("AOTI_DEVICE_KEY") != "cpu" or not wanted or platform.machine() not in ("x86_64", "AMD64"):
+        return
+    here = x86_isa_checker()
+    missing = [isa for isa in wanted if isa not in here]
+    if missing:
+        raise PackageError(f"{path}: compiled for {' '.join(wanted).upper()}, and this CPU lacks "
+                           f"{' '.join(missing).upper()} (it has {' '.join(here).upper() or 'neither AVX2 nor AVX-512'}): "
+                           f"export the package on a machine like this one")
 
 
 def _changed(path: str, built: VisoloConfig, changes: dict) -> VisoloConfig:
