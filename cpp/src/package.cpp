@@ -134,6 +134,41 @@ at::ScalarType dtype_named(const Metadata& meta, const std::string& name) {
   meta.fail("visolo_fast.dtype", "must be float32, float16 or bfloat16, got " + name);
 }
 
+// A CPU package compiled for vector instructions this CPU lacks would stop at an illegal
+// instruction at its first frame: refused, as in Python (engine/package.py _check_isa). The
+// names are inductor's (its AOTI_CPU_ISA metadata); one this check does not know is let be.
+void check_isa(const std::string& path, const std::unordered_map<std::string, std::string>& raw) {
+#if defined(__x86_64__)
+  const auto device = raw.find("AOTI_DEVICE_KEY"), isa = raw.find("AOTI_CPU_ISA");
+  if (device == raw.end() || device->second != "cpu" || isa == raw.end()) {
+    return;
+  }
+  // NB: AVX512 as ATen and inductor mean it: F, BW, VL and DQ.
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const std::unordered_map<std::string, bool> here{
+      {"AVX2", __builtin_cpu_supports("avx2")},
+      {"AVX512", avx512},
+      {"AVX512_VNNI", avx512 && __builtin_cpu_supports("avx512vnni")},
+  };
+  std::istringstream words(isa->second);
+  std::string word, missing;
+  while (words >> word) {
+    const auto known = here.find(word);
+    if (known != here.end() && !known->second) {
+      missing += (missing.empty() ? "" : " ") + word;
+    }
+  }
+  if (!missing.empty()) {
+    throw std::runtime_error(path + ": compiled for " + isa->second + ", and this CPU lacks " + missing +
+                             ": export the package on a machine like this one");
+  }
+#else
+  (void)path;
+  (void)raw;
+#endif
+}
+
 void check_format(const Metadata& meta) {
   if (meta.text("visolo_fast.format") != kFormat) {
     meta.fail("visolo_fast.format", "is '" + meta.text("visolo_fast.format") + "', this tracker reads format " +
@@ -169,12 +204,15 @@ Package::Package(const std::string& path, int device_index) : path_(path), dtype
   // NB: the format is checked first, from the package's metadata file, before its model loads:
   // a package of another format may call ops that this library does not register, and its
   // loading would fail with a less clear error.
+  std::unordered_map<std::string, std::string> raw;
   try {
-    check_format(Metadata(path, torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kModel)));
+    raw = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kModel);
   } catch (const c10::Error& e) {
     throw std::runtime_error(path + ": not an AOTInductor package of a model named '" + kModel + "' (" +
                              first_line(e) + ")");
   }
+  check_format(Metadata(path, raw));
+  check_isa(path, raw);
   if (!ops_loaded()) {
     throw std::runtime_error(path + ": the package calls the visolo_fast ops, which are not loaded: load "
                              "libvisolo_fast_ops first (visolo::load_ops, or link it with -Wl,--no-as-needed)");
