@@ -53,38 +53,32 @@ def test_readme_blocks_are_recognised():
         assert any(name in b for b in PYTHON_BLOCKS), f"no README block uses {name}"
 
 
-def test_readme_ytvis_commands_run(tmp_path, monkeypatch, capsys):
-    """shapes -> ytvis -> evaluate, as written (random weights at the official input size)."""
+def run_commands(marker: str, subcommands: list[str], folder, monkeypatch) -> None:
+    """Runs, in ``folder``, the README's bash block that holds ``marker``: its commands, as written."""
     import shlex
 
     from visolo_fast.cli import main
 
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    commands = next(b for b in blocks if "visolo_fast shapes" in b).strip().splitlines()
-    assert [c.split()[3] for c in commands] == ["shapes", "ytvis", "evaluate"]
-    monkeypatch.chdir(tmp_path)
+    commands = next(b for b in blocks if marker in b).strip().splitlines()
+    assert [c.split()[3] for c in commands] == subcommands
+    monkeypatch.chdir(folder)
     for command in commands:
         argv = shlex.split(command)
         assert argv[:3] == ["python", "-m", "visolo_fast"]
         assert main(argv[3:]) == 0, command
+
+
+def test_readme_ytvis_commands_run(tmp_path, monkeypatch, capsys):
+    """shapes -> ytvis -> evaluate, as written (random weights at the official input size)."""
+    run_commands("visolo_fast shapes", ["shapes", "ytvis", "evaluate"], tmp_path, monkeypatch)
     out = capsys.readouterr().out
     assert "done: 2 of 2 videos (5 frames)" in out and out.count("Average Precision") == 6
 
 
 def test_readme_package_commands_run(tmp_path, monkeypatch, capsys):
     """export -> demo --package, as written (random weights at the official input size)."""
-    import shlex
-
-    from visolo_fast.cli import main
-
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    commands = next(b for b in blocks if "visolo_fast export" in b).strip().splitlines()
-    assert [c.split()[3] for c in commands] == ["export", "demo"]
-    monkeypatch.chdir(tmp_path)
-    for command in commands:
-        argv = shlex.split(command)
-        assert argv[:3] == ["python", "-m", "visolo_fast"]
-        assert main(argv[3:]) == 0, command
+    run_commands("visolo_fast export", ["export", "demo"], tmp_path, monkeypatch)
     out = capsys.readouterr().out
     assert "package: visolo.pt2 (cpu, float32, weights: random weights (demo))" in out
     assert "done: 4 frames" in out and (tmp_path / "visolo_demo" / "results.json").exists()

@@ -132,13 +132,7 @@ def _check_options(args) -> None:
         problem = _compile_problem(device)
         if problem is not None:
             raise UserError(f"--compile: {problem}")
-    if args.trusted and not args.weights:
-        raise UserError("--trusted: it says how to load the --weights file, and no --weights was given")
-    if args.weights:
-        try:
-            _check_file(args.weights)
-        except vf.CheckpointError as exc:
-            raise UserError(f"--weights {exc}") from None
+    _check_weights(args)
     _check_out(args.out)
     inputs = getattr(args, "input", None) or []
     if getattr(args, "save_masks", False):
@@ -159,10 +153,25 @@ def _check_options(args) -> None:
         folder = os.path.dirname(os.path.abspath(log))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
             raise UserError(f"--latency-log: cannot write to {log}: {folder} is not a writable folder")
-    if args.dtype == torch.float16 and device.type == "cpu":
+    _dtype_notes(args.dtype, device)
+
+
+def _check_weights(args) -> None:
+    if args.trusted and not args.weights:
+        raise UserError("--trusted: it says how to load the --weights file, and no --weights was given")
+    if args.weights:
+        try:
+            _check_file(args.weights)
+        except vf.CheckpointError as exc:
+            raise UserError(f"--weights {exc}") from None
+
+
+def _dtype_notes(dtype: torch.dtype, device: torch.device) -> None:
+    """What a reduced precision costs on this CPU, where it is slow."""
+    if dtype == torch.float16 and device.type == "cpu":
         print("note: --dtype float16 on the CPU: its convolutions are far slower than float32 on most CPUs "
               "(bfloat16 is the fast reduced precision there)")
-    if args.dtype == torch.bfloat16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if dtype == torch.bfloat16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         print("note: --dtype bfloat16 on this CPU: it has no bfloat16 convolutions (oneDNN needs AVX-512 or AMX), "
               "so they are emulated, about 8x slower than float32 (measured on an AVX2 CPU); use float32 here")
 
@@ -475,25 +484,13 @@ def _export(args) -> int:
     from visolo_fast.engine.package import export_package
 
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device cuda: {_no_gpu()}; a CUDA package is exported on a machine with a GPU")
-    if args.trusted and not args.weights:
-        raise UserError("--trusted: it says how to load the --weights file, and no --weights was given")
-    if args.weights:
-        try:
-            _check_file(args.weights)
-        except vf.CheckpointError as exc:
-            raise UserError(f"--weights {exc}") from None
+    _check_weights(args)
     if os.path.isdir(args.out):
         raise UserError(f"--out: {args.out} is a folder; give the package's file name (such as visolo.pt2)")
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"--out: cannot write to {args.out}: {folder} is not a writable folder")
-    if args.dtype != torch.float32 and device.type == "cpu":
-        problem = "float16 convolutions are far slower than float32 on most CPUs" if args.dtype == torch.float16 else \
-            None if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "this CPU has no bfloat16 convolutions"
-        if problem:
-            print(f"note: --dtype {_dtype_name(args.dtype)}: {problem}")
+    _dtype_notes(args.dtype, device)
     net = _load_net(args, device, None)
     source = "random weights (demo)"
     if args.weights:

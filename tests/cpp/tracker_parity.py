@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 import visolo_fast as vf  # noqa: E402
-from tests.engine.lively import SIZE, lively_net  # noqa: E402
+from tests.engine.lively import SIZE, lively_net, track_events  # noqa: E402
 from visolo_fast.engine.package import export_package  # noqa: E402
 from visolo_fast.io.coco_mask import mask_api  # noqa: E402
 from visolo_fast.io.ytvis import ResultsRecorder  # noqa: E402
@@ -68,18 +68,6 @@ def cpp_tracker(segment: str, package: str, folder: str, out: str, *options: str
     return json.loads(text), text
 
 
-def events(results: list[vf.FrameResult]) -> dict[str, int]:
-    """Tracks started after the first frame, returns of a track after frames without it, tracks ended."""
-    last: dict[int, int] = {}
-    new = returned = 0
-    for r in results:
-        for t in r.track_ids.tolist():
-            new += t not in last and r.index > 0
-            returned += t in last and last[t] < r.index - 1
-            last[t] = r.index
-    return {"new": new, "returned": returned, "ended": sum(r.ended.track_ids.numel() for r in results)}
-
-
 def compare(expected: list[dict], got: list[dict], what: str) -> None:
     assert len(got) == len(expected), f"{what}: {len(got)} tracks, the Python tracker has {len(expected)}"
     for k, (e, g) in enumerate(zip(expected, got)):
@@ -107,7 +95,7 @@ def check_case(segment: str, package: str, folder: str, frames, out: str, what: 
     expected, results = python_tracker(package, frames, output_size, **changes)
     python_s = time.monotonic() - start
     compare(expected, got, what)
-    happened = events(results)
+    happened = track_events(results)
     same = "byte-identical" if text == json.dumps(expected) else "equal"
     print(f"ok: {what}: {len(got)} tracks ({happened}), results.json {same} "
           f"(visolo_segment {cpp_s:.1f} s, Python {python_s:.1f} s)")

@@ -36,3 +36,16 @@ def lively_net(seed: int = 4, size: tuple[int, int] = SIZE, **config) -> vf.Viso
         last.weight.mul_(0.3)
         last.bias.copy_(-2.2 + torch.randn(last.bias.shape, generator=g))
     return net
+
+
+def track_events(results: list[vf.FrameResult]) -> dict[str, int]:
+    """What a video put a tracker through: tracks started after the first frame, returns of a
+    track after frames without it, tracks ended (``max_lost_frames``)."""
+    last: dict[int, int] = {}
+    new = returned = 0
+    for r in results:
+        for t in r.track_ids.tolist():
+            new += t not in last and r.index > 0
+            returned += t in last and last[t] < r.index - 1
+            last[t] = r.index
+    return {"new": new, "returned": returned, "ended": sum(r.ended.track_ids.numel() for r in results)}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import visolo_fast as vf
-from tests.engine.lively import lively_net
+from tests.engine.lively import lively_net, track_events
 from visolo_fast.cli import main
 from visolo_fast.engine import package
 from visolo_fast.engine.package import PackageError, export_package
@@ -44,18 +44,6 @@ def unbounded(tmp_path_factory):
     return net, str(path)
 
 
-def events(results: list[vf.FrameResult]) -> dict[str, int]:
-    """Tracks started after the first frame, and returns of a track after a frame without it."""
-    last: dict[int, int] = {}
-    new = returned = 0
-    for r in results:
-        for t in r.track_ids.tolist():
-            new += t not in last and r.index > 0
-            returned += t in last and last[t] < r.index - 1
-            last[t] = r.index
-    return {"new": new, "returned": returned}
-
-
 def assert_same_frames(expected: list[vf.FrameResult], got: list[vf.FrameResult]):
     """Frame by frame: the same instances with the same tracks and labels; scores and masks up
     to the rounding of inductor's fused, frozen code (FrozenBN folded into the convolutions)."""
@@ -83,7 +71,7 @@ def test_package_gives_the_fast_engines_frames(which, frames, request):
     eager, expected = run(net, frames)
     packaged, got = run(engine, frames)
     assert_same_frames(expected, got)
-    happened = events(expected)
+    happened = track_events(expected)
     assert happened["new"] >= 2 and happened["returned"] >= 2, happened  # the video tests what it claims to
     assert packaged.memory_frames == eager.memory_frames
     assert len(packaged.memory_frames) == (4 if which == "capped" else 5)  # 16 frames: 0, 5, 10, 14, 15
