@@ -107,8 +107,13 @@ def _check_options(args) -> None:
         if given:
             raise UserError(f"{given[0]}: a --package holds its weights, device, dtype and compiled code (chosen by "
                             f"`python -m visolo_fast export`); drop {given[0].split()[0]}")
-        _check_out(args.out)
-        return
+    else:
+        _check_engine_options(args)
+    _check_outputs(args)
+
+
+def _check_engine_options(args) -> None:
+    """The options of the engine a run makes from --weights (--device, --backend, --dtype, ...)."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device cuda: {_no_gpu()}; use --device cpu (the default)")
@@ -133,6 +138,11 @@ def _check_options(args) -> None:
         if problem is not None:
             raise UserError(f"--compile: {problem}")
     _check_weights(args)
+    _dtype_notes(args.dtype, device)
+
+
+def _check_outputs(args) -> None:
+    """The options of a run's outputs and inputs (--out, --save-masks, --latency-log, ...)."""
     _check_out(args.out)
     inputs = getattr(args, "input", None) or []
     if getattr(args, "save_masks", False):
@@ -153,7 +163,6 @@ def _check_options(args) -> None:
         folder = os.path.dirname(os.path.abspath(log))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
             raise UserError(f"--latency-log: cannot write to {log}: {folder} is not a writable folder")
-    _dtype_notes(args.dtype, device)
 
 
 def _check_weights(args) -> None:
@@ -195,9 +204,13 @@ def _load_net(args, device: torch.device, classes: tuple[str, ...] | None, caps:
     changes = {**(caps or {}), **{cap: getattr(args, cap) for cap in ("max_memory_frames", "max_lost_frames")
                                   if isinstance(getattr(args, cap, None), int)}}
     if getattr(args, "package", None):
-        from visolo_fast.engine.package import PackageError
+        from visolo_fast.engine.package import PackageError, built_config
 
         try:
+            cap = built_config(args.package).max_memory_frames
+            if caps and "max_memory_frames" in caps and cap is not None:
+                # The live default (no --max-memory-frames given), within the package's cap.
+                changes["max_memory_frames"] = min(caps["max_memory_frames"], cap)
             engine = vf.Engine.from_package(args.package, **changes)
         except PackageError as exc:
             raise UserError(f"--package {exc}") from None
@@ -487,6 +500,8 @@ def _export(args) -> int:
     _check_weights(args)
     if os.path.isdir(args.out):
         raise UserError(f"--out: {args.out} is a folder; give the package's file name (such as visolo.pt2)")
+    if not args.out.endswith(".pt2"):
+        raise UserError(f"--out: {args.out}: a package's file name ends with .pt2 (AOTInductor's), such as visolo.pt2")
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"--out: cannot write to {args.out}: {folder} is not a writable folder")
@@ -533,7 +548,7 @@ def _segment(args) -> int:
             caps["max_lost_frames"] = LIVE_LOST_FRAMES
         model = _load_net(args, torch.device(args.device), classes, caps)
         if caps:
-            said = [f"the model's memory is capped at {LIVE_MEMORY_FRAMES} frames (--max-memory-frames)"
+            said = [f"the model's memory is capped at {model.config.max_memory_frames} frames (--max-memory-frames)"
                     if "max_memory_frames" in caps else "",
                     f"a track lost for more than {LIVE_LOST_FRAMES} frames ends (--max-lost-frames)"
                     if "max_lost_frames" in caps else ""]

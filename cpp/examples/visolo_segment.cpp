@@ -445,7 +445,10 @@ int main(int argc, char** argv) {
       ++index;
     }
   } catch (const std::exception& e) {
-    std::cerr << "error: " << source->name(index) << ": " << e.what() << " (results.json not written)" << std::endl;
+    // NB: the first line: a c10::Error's message goes on with a C++ backtrace.
+    const std::string what = e.what();
+    std::cerr << "error: " << source->name(index) << ": " << what.substr(0, what.find('\n'))
+              << " (results.json not written)" << std::endl;
     return 1;
   }
   if (index == 0) {

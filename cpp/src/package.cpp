@@ -136,7 +136,7 @@ at::ScalarType dtype_named(const Metadata& meta, const std::string& name) {
 
 // A CPU package compiled for vector instructions this CPU lacks would stop at an illegal
 // instruction at its first frame: refused, as in Python (engine/package.py _check_isa). The
-// names are inductor's (its AOTI_CPU_ISA metadata); one this check does not know is let be.
+// names are inductor's (its AOTI_CPU_ISA metadata).
 void check_isa(const std::string& path, const std::unordered_map<std::string, std::string>& raw) {
 #if defined(__x86_64__)
   const auto device = raw.find("AOTI_DEVICE_KEY"), isa = raw.find("AOTI_CPU_ISA");
@@ -150,17 +150,23 @@ void check_isa(const std::string& path, const std::unordered_map<std::string, st
       {"AVX2", __builtin_cpu_supports("avx2")},
       {"AVX512", avx512},
       {"AVX512_VNNI", avx512 && __builtin_cpu_supports("avx512vnni")},
+      {"AVX512_BF16", avx512 && __builtin_cpu_supports("avx512bf16")},
+      {"AMX_TILE", __builtin_cpu_supports("amx-tile")},
   };
-  std::istringstream words(isa->second);
-  std::string word, missing;
+  // The ISA inductor names, and AVX512_BF16, which it compiles for without naming it (the
+  // exporter records it: engine/package.py).
+  const auto extra = raw.find("visolo_fast.cpu_isa_extra");
+  std::istringstream words(isa->second + " " + (extra == raw.end() ? "" : extra->second));
+  std::string word, wanted, missing;
   while (words >> word) {
+    wanted += (wanted.empty() ? "" : " ") + word;
     const auto known = here.find(word);
-    if (known != here.end() && !known->second) {
+    if (known == here.end() || !known->second) {  // NB: a name this check does not know is not taken on trust
       missing += (missing.empty() ? "" : " ") + word;
     }
   }
   if (!missing.empty()) {
-    throw std::runtime_error(path + ": compiled for " + isa->second + ", and this CPU lacks " + missing +
+    throw std::runtime_error(path + ": compiled for " + wanted + ", and this CPU lacks " + missing +
                              ": export the package on a machine like this one");
   }
 #else
@@ -230,6 +236,13 @@ Package::Package(const std::string& path, int device_index) : path_(path), dtype
   dtype_ = dtype_named(meta, meta.text("visolo_fast.dtype"));
   const std::string device = meta.text("visolo_fast.device");
   if (device == "cuda") {
+    // NB: the ops library must have been built with its CUDA kernels (VISOLO_FAST_WITH_CUDA):
+    // else the package's first call of an op would fail in the dispatcher, far from here.
+    const auto op = c10::Dispatcher::singleton().findSchema({"visolo_fast::resize_masks", ""});
+    if (!op || !op->hasKernelForDispatchKey(c10::DispatchKey::CUDA)) {
+      meta.fail("visolo_fast.device", "is cuda, and the loaded visolo_fast ops have no CUDA kernels: load a "
+                                      "libvisolo_fast_ops built with VISOLO_FAST_WITH_CUDA=ON");
+    }
     device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_index));
   } else if (device != "cpu") {
     meta.fail("visolo_fast.device", "must be cpu or cuda, got " + device);
@@ -257,7 +270,39 @@ Package::Package(const std::string& path, int device_index) : path_(path), dtype
 
 Package::~Package() = default;
 
+namespace {
+// float32 means IEEE float32 on a GPU too, as the Python engine runs its frames
+// (engine/engine.py ieee_float32): cuDNN's convolutions default to TF32 on Ampere and later.
+class IeeeFloat32 {
+ public:
+  explicit IeeeFloat32(bool on) : on_(on) {
+    if (!on_) {
+      return;
+    }
+    auto& ctx = at::globalContext();
+    conv_ = ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV);
+    matmul_ = ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL);
+    ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, at::Float32Precision::IEEE);
+    ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, at::Float32Precision::IEEE);
+  }
+  ~IeeeFloat32() {
+    if (on_) {
+      auto& ctx = at::globalContext();
+      ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, conv_);
+      ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, matmul_);
+    }
+  }
+  IeeeFloat32(const IeeeFloat32&) = delete;
+  IeeeFloat32& operator=(const IeeeFloat32&) = delete;
+
+ private:
+  bool on_;
+  at::Float32Precision conv_{}, matmul_{};
+};
+}  // namespace
+
 FrameOutputs Package::run(const at::Tensor& images, const MemoryRead& read) {
+  const IeeeFloat32 precision(device_.is_cuda());
   std::vector<at::Tensor> out =
       loader_->run({images, read.keys, read.values, read.lengths, read.source_keys, read.weighted});
   TORCH_CHECK(out.size() == kOutputs, path_, ": the package returned ", out.size(), " outputs, format ", kFormat,

@@ -126,6 +126,7 @@ def test_package_refusals(capped, tmp_path, monkeypatch):
     # A CPU without the package's vector instructions (it would stop at an illegal instruction).
     with monkeypatch.context() as m:
         m.setattr("torch._inductor.cpu_vec_isa.x86_isa_checker", lambda: [])
+        m.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
         with pytest.raises(PackageError, match=r"capped.pt2: compiled for AVX.*, and this CPU lacks AVX.* \(it has "
                                                r"neither AVX2 nor AVX-512\): export the package on a machine like"):
             vf.Engine.from_package(path)
@@ -149,7 +150,23 @@ def test_cli_runs_a_package(unbounded, tmp_path, capsys):
     assert "--package " in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path), "--max-memory-frames", "4"]) == 2
     assert "is a folder; give the package's file name" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "visolo.pt2")
+    assert main(["export", "--out", str(tmp_path / "visolo.bin")]) == 2
+    assert "a package's file name ends with .pt2" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "visolo.bin")
+
+
+def test_cli_package_options(capped, tmp_path, capsys):
+    """With --package: the live default memory cap within the package's; the output checks still run."""
+    from visolo_fast.cli import _load_net, _parser
+
+    _, path = capped  # built with max_memory_frames=4
+    args = _parser().parse_args(["segment", "camera", "--package", path])
+    engine = _load_net(args, torch.device("cpu"), None, {"max_memory_frames": 10, "max_lost_frames": 30})
+    assert engine.config.max_memory_frames == 4 and engine.config.max_lost_frames == 30
+    (tmp_path / "out" / "masks").mkdir(parents=True)
+    (tmp_path / "out" / "masks" / "000000.png").write_bytes(b"someone else's")
+    assert main(["demo", "--package", path, "--out", str(tmp_path / "out"), "--save-masks"]) == 2
+    assert "--save-masks: " in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: the CUDA package is exported and run on a GPU")

@@ -98,13 +98,18 @@ class Engine:
             ValueError: a setting out of range or that cannot go with another.
             BackendUnavailable: ``backend`` cannot run on the model's device.
         """
-        self.device = next(model.parameters()).device
-        _check_settings(self.device, backend, dtype, compile, cuda_graphs, fixed_shapes)
-        self.net, self.config, self.backend = model, model.config, backend
-        self.runner: NetworkRunner | None = None
-        if backend != "reference":
-            self.runner = NetworkRunner(model, dtype, backend, compile, cuda_graphs,
-                                        fixed_shapes=self.device.type == "cuda" if fixed_shapes is None else fixed_shapes)
+        device = next(model.parameters()).device
+        _check_settings(device, backend, dtype, compile, cuda_graphs, fixed_shapes)
+        runner = None if backend == "reference" else NetworkRunner(
+            model, dtype, backend, compile, cuda_graphs,
+            fixed_shapes=device.type == "cuda" if fixed_shapes is None else fixed_shapes)
+        self._own(device, model, model.config, backend, runner)
+
+    def _own(self, device: torch.device, net, config, backend: str, runner) -> None:
+        """What an engine holds, made from a model (``__init__``) or a package (:meth:`from_package`)."""
+        self.device, self.net, self.config, self.backend = device, net, config, backend
+        # The fast engine's runner (a NetworkRunner, or a package's); None: the reference engine.
+        self.runner = runner
 
     @classmethod
     def from_package(cls, path, **changes) -> "Engine":
@@ -126,8 +131,7 @@ class Engine:
 
         runner = PackageRunner(path, changes)
         engine = cls.__new__(cls)
-        engine.device, engine.net, engine.config, engine.backend = runner.device, None, runner.config, "auto"
-        engine.runner = runner
+        engine._own(runner.device, None, runner.config, "auto", runner)
         return engine
 
     @property

@@ -63,7 +63,8 @@ def run_frame(net, config: VisoloConfig, backend: str, fixed: bool, images: torc
         keys, stored, lengths = memory.keys, memory.values, memory.lengths
         if first:
             # A stream's first frame reads itself: its own entry in the first slot (where it
-            # will be stored). NB: a copy of the memories, on first frames only.
+            # will be stored). NB: a copy of the memories, on first frames only (a package,
+            # exported with first=True, makes it every frame: engine/package.py).
             S, own = enc.key.shape[1], (lengths == 0)[:, None, None]
             keys = torch.cat([torch.where(own, enc.key, keys[:, :S]), keys[:, S:]], dim=1)
             stored = torch.cat([torch.where(own, values, stored[:, :S]), stored[:, S:]], dim=1)

@@ -15,10 +15,14 @@ The package's interface (what :class:`PackageRunner` and the C++ tracker feed it
   ``values`` [1, T * S, 2 dim] (the stored frames, T >= 1: one zero entry on a first frame),
   ``lengths`` int64 [1] (T * S; 0 on a first frame), ``source_keys`` [1, 2, S, D] (the
   grid weight's two frames), ``weighted`` bool [1] (False on a first frame);
-- outputs: :data:`OUTPUTS`, the frame's memory entry, its query embeddings and its
-  instance slots (:class:`~visolo_fast.engine.instances.InstanceSlots`);
-- metadata: :data:`FORMAT`, the dtype, the device, the checkpoint, and every
-  :class:`~visolo_fast.config.VisoloConfig` field as JSON (``visolo_fast.config.<field>``).
+- outputs: ``keys`` [1, S, D], ``values`` [1, S, 2 dim] (the frame's memory entry), ``query``
+  [1, S, D], then the fields of its instance slots
+  (:class:`~visolo_fast.engine.instances.InstanceSlots`: masks, index, labels, scores,
+  score_vecs, grids, count);
+- metadata: :data:`FORMAT`, the dtype, the device, the checkpoint, every
+  :class:`~visolo_fast.config.VisoloConfig` field as JSON (``visolo_fast.config.<field>``),
+  and the vector instructions a CPU package was compiled for beyond those inductor names
+  (``visolo_fast.cpu_isa_extra``: AVX512_BF16).
 """
 
 from __future__ import annotations
@@ -36,10 +40,9 @@ from visolo_fast.engine.engine import ieee_float32
 from visolo_fast.engine.frame import FrameOut, MemoryRead
 from visolo_fast.engine.instances import InstanceSlots
 from visolo_fast.engine.runner import NetworkRunner
+from visolo_fast.engine.stages import stage
 
 FORMAT = "1"  # the package's interface and metadata; a change makes older packages refused
-INPUTS = ("images", "keys", "values", "lengths", "source_keys", "weighted")
-OUTPUTS = ("keys", "values", "query") + InstanceSlots._fields
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The config fields applied outside the package (the tracker's, the memory's cap): a package
 # runs with other values of these (a cap up to the one it was built with).
@@ -94,11 +97,21 @@ def export_package(net, path: str | os.PathLike, dtype: torch.dtype = torch.floa
         program = torch.export.export(_Frame(runner).eval(), example, dynamic_shapes=dynamic, strict=False)
     metadata = {"visolo_fast.format": FORMAT, "visolo_fast.dtype": str(dtype).removeprefix("torch."),
                 "visolo_fast.device": device.type, "visolo_fast.checkpoint": checkpoint,
+                "visolo_fast.cpu_isa_extra": _unnamed_isa() if device.type == "cpu" else "",
                 **{f"visolo_fast.config.{k}": json.dumps(v) for k, v in config.to_dict().items()}}
     # NB: freezing on the CPU, as compile=True: the weights become constants (FrozenBN folded
     # into the convolutions, oneDNN's prepacked weights).
     options = {"aot_inductor.metadata": metadata, "freezing": device.type == "cpu"}
     return torch._inductor.aoti_compile_and_package(program, package_path=os.fspath(path), inductor_configs=options)
+
+
+def _unnamed_isa() -> str:
+    """AVX512_BF16 where inductor compiles this machine's code with it: its ISA's name
+    (AOTI_CPU_ISA, "AVX512") does not say so, and a CPU without it would stop at an illegal
+    instruction."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return "AVX512_BF16" if "-mavx512bf16" in pick_vec_isa().build_arch_flags() else ""
 
 
 class PackageRunner:
@@ -119,8 +132,9 @@ class PackageRunner:
         """As :meth:`NetworkRunner.frame`; the package selects a first frame's memory itself
         (``lengths`` 0). Several streams' memories are padded to the longest: the package
         reads each up to its ``lengths``."""
-        outs = [self.model.boxed_run([images[b:b + 1].contiguous(), *(x[b:b + 1] for x in memory)])
-                for b in range(images.shape[0])]
+        with stage("network"):  # NB: timed whole: the package's passes are compiled into one
+            outs = [self.model.boxed_run([images[b:b + 1].contiguous(), *(x[b:b + 1] for x in memory)])
+                    for b in range(images.shape[0])]
         keys, values, query = (torch.cat([out[i] for out in outs]) for i in range(3))
         return FrameOut(keys, values, query, [InstanceSlots(*out[3:]) for out in outs])
 
@@ -133,24 +147,57 @@ def load(path: str, changes: dict):
                            f"{backends.BUILD_HINT}")
     if not os.path.isfile(path):
         raise PackageError(f"{path}: no such package file (write one with `python -m visolo_fast export --out {path}`)")
+    # NB: the format and the CPU first, from the package's metadata file, before its model loads
+    # (a package of another format may call ops this version does not register).
+    loader = torch._C._aoti.AOTIModelPackageLoader
     try:
+        _check_metadata(path, loader.load_metadata_from_package(path, "model"))
         model = _load_model(path)
+    except PackageError:
+        raise
     except Exception as exc:  # noqa: BLE001  (the loader's errors name no file)
         raise PackageError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0]}") from exc
+    # The settings: the metadata compiled into the model (a copy of the file's, which could be edited).
     metadata = model.get_metadata()
-    _check_isa(path, metadata)
-    version = metadata.get("visolo_fast.format")
-    if version != FORMAT:
-        raise PackageError(f"{path}: package format {version!r}, this visolo_fast runs format {FORMAT!r}: export it "
-                           f"again with `python -m visolo_fast export`")
-    built = VisoloConfig.from_dict({k.removeprefix("visolo_fast.config."): json.loads(v) for k, v in metadata.items()
-                                    if k.startswith("visolo_fast.config.")})
+    _check_metadata(path, metadata)
+    built = _config(metadata)
     device = torch.device(metadata["visolo_fast.device"])
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PackageError(f"{path}: a CUDA package, and this machine has no GPU: export a CPU package "
                            f"(`python -m visolo_fast export --device cpu`)")
     return model, _changed(path, built, changes), DTYPES[metadata["visolo_fast.dtype"]], device, \
         metadata["visolo_fast.checkpoint"]
+
+
+def built_config(path: str | os.PathLike) -> VisoloConfig:
+    """The config a package was built for, from its metadata file (its model is not loaded)."""
+    path = os.fspath(path)
+    try:
+        metadata = torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(path, "model")
+    except Exception as exc:  # noqa: BLE001  (the loader's errors name no file)
+        raise PackageError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0]}") from exc
+    _check_metadata(path, metadata)
+    return _config(metadata)
+
+
+def _config(metadata: dict) -> VisoloConfig:
+    return VisoloConfig.from_dict({k.removeprefix("visolo_fast.config."): json.loads(v) for k, v in metadata.items()
+                                   if k.startswith("visolo_fast.config.")})
+
+
+def _check_metadata(path: str, metadata: dict) -> None:
+    """The package's format, its keys, and the CPU it was compiled for."""
+    version = metadata.get("visolo_fast.format")
+    if version != FORMAT:
+        raise PackageError(f"{path}: package format {version!r}, this visolo_fast runs format {FORMAT!r}: export it "
+                           f"again with `python -m visolo_fast export`")
+    missing = [k for k in ("visolo_fast.dtype", "visolo_fast.device", "visolo_fast.checkpoint")
+               if k not in metadata]
+    if missing or metadata["visolo_fast.dtype"] not in DTYPES or metadata["visolo_fast.device"] not in ("cpu", "cuda"):
+        raise PackageError(f"{path}: not a usable visolo_fast package: its metadata lacks {missing} or has another "
+                           f"dtype or device ({metadata.get('visolo_fast.dtype')!r}, "
+                           f"{metadata.get('visolo_fast.device')!r})")
+    _check_isa(path, metadata)
 
 
 def _load_model(path: str):
@@ -171,10 +218,10 @@ def _check_isa(path: str, metadata: dict) -> None:
     with an illegal instruction at its first frame)."""
     from torch._inductor.cpu_vec_isa import x86_isa_checker
 
-    wanted = metadata.get("AOTI_CPU_ISA", "").lower().split()
+    wanted = (metadata.get("AOTI_CPU_ISA", "") + " " + metadata.get("visolo_fast.cpu_isa_extra", "")).lower().split()
     if metadata.get("AOTI_DEVICE_KEY") != "cpu" or not wanted or platform.machine() not in ("x86_64", "AMD64"):
         return
-    here = x86_isa_checker()
+    here = x86_isa_checker() + (["avx512_bf16"] if torch.cpu._is_avx512_bf16_supported() else [])
     missing = [isa for isa in wanted if isa not in here]
     if missing:
         raise PackageError(f"{path}: compiled for {' '.join(wanted).upper()}, and this CPU lacks "
