@@ -494,14 +494,17 @@ def _classes(args) -> tuple[str, ...]:
 
 
 def _export(args) -> int:
-    from visolo_fast.engine.package import export_package
+    from visolo_fast.engine.package import check_path, export_package
 
     device = torch.device(args.device)
     _check_weights(args)
     if os.path.isdir(args.out):
         raise UserError(f"--out: {args.out} is a folder; give the package's file name (such as visolo.pt2)")
-    if not args.out.endswith(".pt2"):
-        raise UserError(f"--out: {args.out}: a package's file name ends with .pt2 (AOTInductor's), such as visolo.pt2")
+    try:
+        check_path(args.out)
+    except ValueError:
+        raise UserError(f"--out: {args.out}: a package's file name ends with .pt2 (AOTInductor's), such as "
+                        f"visolo.pt2") from None
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"--out: cannot write to {args.out}: {folder} is not a writable folder")

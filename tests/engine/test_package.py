@@ -109,7 +109,11 @@ def test_package_segment_video_and_step_many(capped, frames):
 
 
 def test_package_refusals(capped, tmp_path, monkeypatch):
-    _, path = capped
+    net, path = capped
+    with pytest.raises(ValueError, match=r"dtype must be one of \['float32', 'float16', 'bfloat16'\], got torch.float64"):
+        export_package(net, tmp_path / "f64.pt2", dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"path must end with .pt2 \(AOTInductor's packages\), got '.*model.bin'"):
+        export_package(net, tmp_path / "model.bin")
     with pytest.raises(PackageError, match=r"not built for score_thr=0.2 \(built with 0.1\)"):
         vf.Engine.from_package(path, score_thr=0.2)
     with pytest.raises(PackageError, match=r"not built for max_memory_frames=None \(built with 4\)"):

@@ -81,6 +81,9 @@ def export_package(net, path: str | os.PathLike, dtype: torch.dtype = torch.floa
         The package's path. On the CPU the code is compiled for this machine's vector
         instructions (AVX2, AVX-512): export on the machine it will run on, or one like it.
     """
+    if dtype not in DTYPES.values():
+        raise ValueError(f"export_package: dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    check_path(path)
     device = next(net.parameters()).device
     runner = NetworkRunner(net, dtype, "auto", compile=False, cuda_graphs=False, fixed_shapes=True)
     config = net.config
@@ -103,6 +106,12 @@ def export_package(net, path: str | os.PathLike, dtype: torch.dtype = torch.floa
     # into the convolutions, oneDNN's prepacked weights).
     options = {"aot_inductor.metadata": metadata, "freezing": device.type == "cpu"}
     return torch._inductor.aoti_compile_and_package(program, package_path=os.fspath(path), inductor_configs=options)
+
+
+def check_path(path: str | os.PathLike) -> None:
+    """A package's file name ends with .pt2 (AOTInductor writes no other)."""
+    if not os.fspath(path).endswith(".pt2"):
+        raise ValueError(f"export_package: path must end with .pt2 (AOTInductor's packages), got {os.fspath(path)!r}")
 
 
 def _unnamed_isa() -> str:
