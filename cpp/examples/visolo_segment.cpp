@@ -2,7 +2,7 @@
 // without Python, and writes its YouTube-VIS results.json (as python -m visolo_fast segment).
 //
 //   visolo_segment PACKAGE INPUT --out DIR [--ops LIB] [--output-size HxW] [--max-lost-frames N|none]
-//                  [--timings CSV]   (one row per frame: where its time went, visolo::StepTimes)
+//                  [--max-memory-frames N] [--tracking-thr X] [--timings CSV]   (one row per frame: where its time went, visolo::StepTimes)
 //
 // PACKAGE: python -m visolo_fast export --out visolo.pt2. INPUT: a folder of frames (binary
 // PPM, P6, read here; JPEG and PNG too where OpenCV's C++ library was found at build time), in
@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -50,12 +51,14 @@ struct UsageError : std::runtime_error {
 
 constexpr const char* kUsage =
     "usage: visolo_segment PACKAGE INPUT --out DIR [--ops LIB] [--output-size HxW] [--max-lost-frames N|none]"
-    " [--timings CSV]";
+    " [--max-memory-frames N] [--tracking-thr X] [--timings CSV]";
 
 struct Args {
   std::string package, input, out, ops, timings;
   std::optional<std::array<int64_t, 2>> output_size;
   int64_t max_lost_frames = visolo::TrackerOptions::kFromPackage;
+  std::optional<int64_t> max_memory_frames;
+  std::optional<double> tracking_thr;
 };
 
 int64_t positive(const std::string& option, const std::string& text) {
@@ -96,6 +99,21 @@ Args parse(int argc, char** argv) {
         throw UsageError("--output-size: expected HxW (e.g. 720x1280), got '" + size + "'");
       }
       args.output_size = {{positive("--output-size", size.substr(0, x)), positive("--output-size", size.substr(x + 1))}};
+    } else if (arg == "--max-memory-frames") {
+      args.max_memory_frames = positive("--max-memory-frames", value());
+    } else if (arg == "--tracking-thr") {
+      const std::string x = value();
+      size_t used = 0;
+      double thr = 0;
+      try {
+        thr = std::stod(x, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != x.size() || !std::isfinite(thr)) {
+        throw UsageError("--tracking-thr: expected a number, got '" + x + "'");
+      }
+      args.tracking_thr = thr;
     } else if (arg == "--max-lost-frames") {
       const std::string n = value();
       args.max_lost_frames = n == "none" ? visolo::TrackerOptions::kUnbounded : positive("--max-lost-frames", n);
@@ -409,8 +427,12 @@ int main(int argc, char** argv) {
     visolo::TrackerOptions options;
     options.output_size = args.output_size;
     options.max_lost_frames = args.max_lost_frames;
+    options.max_memory_frames = args.max_memory_frames;
+    options.tracking_thr = args.tracking_thr;
     try {
       tracker = std::make_unique<visolo::Tracker>(args.package, options);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());  // an option out of range for this package (it names the option)
     } catch (const std::exception& e) {
       throw UsageError(std::string("PACKAGE: ") + e.what());
     }

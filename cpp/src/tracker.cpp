@@ -77,6 +77,23 @@ Tracker::Tracker(std::shared_ptr<Package> package, TrackerOptions options)
     throw std::invalid_argument("Tracker: max_lost_frames must be kFromPackage, kUnbounded or N >= 1, got " +
                                 std::to_string(options.max_lost_frames));
   }
+  if (options.tracking_thr) {
+    if (!std::isfinite(*options.tracking_thr)) {
+      throw std::invalid_argument("Tracker: tracking_thr must be a finite number, got " +
+                                  std::to_string(*options.tracking_thr));
+    }
+    config_.tracking_thr = *options.tracking_thr;
+  }
+  if (options.max_memory_frames) {
+    const int64_t cap = *options.max_memory_frames;
+    const auto& built = config_.max_memory_frames;
+    if (cap < 3 || (built && cap > *built)) {
+      throw std::invalid_argument("Tracker: max_memory_frames must be at least 3" +
+                                  (built ? " and at most the package's " + std::to_string(*built) : std::string()) +
+                                  ", got " + std::to_string(cap));
+    }
+    config_.max_memory_frames = cap;
+  }
   if (output_size_ && ((*output_size_)[0] < 1 || (*output_size_)[1] < 1)) {
     throw std::invalid_argument("Tracker: output_size must be (height, width), two positive integers, got " +
                                 std::to_string((*output_size_)[0]) + " x " + std::to_string((*output_size_)[1]));

@@ -161,8 +161,8 @@ def without_setting(package: str, path: str, key: str) -> str:
 
 
 def check_refusals(segment: str, package: str, folder: str, tmp: str) -> None:
-    """A package of another format or without a setting, and a frame cut short: one line
-    naming the argument, exit status 2, before any frame runs."""
+    """A package of another format or without a setting, a frame cut short, a memory cap
+    above the package's: one line naming the argument, exit status 2, before any frame runs."""
     short = os.path.join(tmp, "short")
     shutil.copytree(folder, short)
     with open(os.path.join(short, "frame3.ppm"), "r+b") as f:
@@ -173,10 +173,12 @@ def check_refusals(segment: str, package: str, folder: str, tmp: str) -> None:
         (without_setting(package, os.path.join(tmp, "no-tracking-thr.pt2"), "visolo_fast.config.tracking_thr"),
          folder, "error: PACKAGE: ", "metadata visolo_fast.config.tracking_thr is missing"),
         (package, short, "error: INPUT: ", "frame3.ppm is cut short"),
+        (package, folder, "error: Tracker: ", "max_memory_frames must be at least 3 and at most the package's 4, got 5",
+         "--max-memory-frames", "5"),
     ]
-    for pkg, frames, start, says in cases:
-        done = subprocess.run([segment, pkg, frames, "--out", os.path.join(tmp, "refused")], capture_output=True,
-                              text=True)
+    for pkg, frames, start, says, *options in cases:
+        done = subprocess.run([segment, pkg, frames, "--out", os.path.join(tmp, "refused"), *options],
+                              capture_output=True, text=True)
         lines = done.stderr.splitlines()
         assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(start) and says in lines[0], \
             (done.returncode, done.stderr)
@@ -196,8 +198,10 @@ def main(segment: str, test_rle: str) -> int:
         happened = check_case(segment, package, folder, frames, os.path.join(tmp, "out"), "the package's settings")
         assert happened["new"] >= 2 and happened["returned"] >= 2, happened  # the video tests what it claims to
         happened = check_case(segment, package, folder, frames, os.path.join(tmp, "out-lost"),
-                              "max_lost_frames=1, output size 50 x 90",
-                              ["--max-lost-frames", "1", "--output-size", "50x90"], (50, 90), max_lost_frames=1)
+                              "max_lost_frames=1, max_memory_frames=3, tracking_thr=0.3, output size 50 x 90",
+                              ["--max-lost-frames", "1", "--max-memory-frames", "3", "--tracking-thr", "0.3",
+                               "--output-size", "50x90"], (50, 90), max_lost_frames=1, max_memory_frames=3,
+                              tracking_thr=0.3)
         assert happened["ended"] >= 1, happened
         # Frames of the input size: no resize on either side.
         same = sample_frames(8, *SIZE)
