@@ -184,3 +184,26 @@ def test_cuda_package(frames, tmp_path):
     _, got = run(engine, frames[:8])
     assert sum(r.track_ids.numel() for r in expected) >= 8
     assert_same_frames(expected, got)
+
+
+def test_bfloat16_package_within_the_error_budget(frames, tmp_path):
+    """A bfloat16 package: its network outputs (a first frame's query and key embeddings,
+    before any decision) are as far from float32 as the eager bfloat16 engine's, within twice
+    that error plus a small atol; and it tracks a video (its decisions near a threshold may
+    differ from the eager bfloat16 engine's: they round differently)."""
+    net = lively_net(4, max_memory_frames=4)
+    engine = vf.Engine.from_package(export_package(net, tmp_path / "bf16.pt2", dtype=torch.bfloat16))
+    assert engine.runner.dtype == torch.bfloat16
+    image = vf.preprocess(frames[0], size=net.config.input_size)
+
+    def first_pass(e: vf.Engine):
+        return e.run([e.new_stream()], image)[0]
+
+    ref, eager, got = first_pass(vf.Engine(net)), first_pass(vf.Engine(net, dtype=torch.bfloat16)), first_pass(engine)
+    assert got.query.dtype == got.key.dtype == torch.bfloat16
+    for name in ("query", "key"):
+        budget = (getattr(eager, name).float() - getattr(ref, name)).abs().max()
+        error = (getattr(got, name).float() - getattr(ref, name)).abs().max()
+        assert error <= 2 * budget + 1e-3, (name, error, budget)
+    _, results = run(engine, frames[:6])
+    assert [r.index for r in results] == list(range(6)) and sum(r.track_ids.numel() for r in results) >= 6

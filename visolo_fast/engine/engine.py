@@ -157,6 +157,7 @@ class Engine:
         decisions included: float32 means IEEE float32 on a GPU too (:func:`ieee_float32`)."""
         return ieee_float32(self.device)
 
+    @torch.no_grad()
     def run(self, streams: list[Stream], images: torch.Tensor) -> list[FramePass]:
         """One frame of each stream: reads and then updates each stream's memory.
 
