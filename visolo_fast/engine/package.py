@@ -41,6 +41,7 @@ from visolo_fast.engine.frame import FrameOut, MemoryRead
 from visolo_fast.engine.instances import InstanceSlots
 from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.engine.stages import stage
+from visolo_fast.model.visolo import memory_entry_shapes
 
 FORMAT = "1"  # the package's interface and metadata; a change makes older packages refused
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -134,8 +135,7 @@ class PackageRunner:
         self.model, self.config, self.dtype, self.device, self.checkpoint = load(self.path, changes or {})
 
     def memory_entry_shapes(self) -> dict[str, tuple[int, ...]]:
-        S, dim = self.config.num_grids, self.config.dim
-        return {"keys": (S, dim // 2), "values": (S, 2 * dim)}
+        return memory_entry_shapes(self.config)
 
     def frame(self, images: torch.Tensor, memory: MemoryRead, first: bool) -> FrameOut:
         """As :meth:`NetworkRunner.frame`; the package selects a first frame's memory itself
@@ -158,12 +158,9 @@ def load(path: str, changes: dict):
         raise PackageError(f"{path}: no such package file (write one with `python -m visolo_fast export --out {path}`)")
     # NB: the format and the CPU first, from the package's metadata file, before its model loads
     # (a package of another format may call ops this version does not register).
-    loader = torch._C._aoti.AOTIModelPackageLoader
+    _file_metadata(path)
     try:
-        _check_metadata(path, loader.load_metadata_from_package(path, "model"))
         model = _load_model(path)
-    except PackageError:
-        raise
     except Exception as exc:  # noqa: BLE001  (the loader's errors name no file)
         raise PackageError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0]}") from exc
     # The settings: the metadata compiled into the model (a copy of the file's, which could be edited).
@@ -180,13 +177,17 @@ def load(path: str, changes: dict):
 
 def built_config(path: str | os.PathLike) -> VisoloConfig:
     """The config a package was built for, from its metadata file (its model is not loaded)."""
-    path = os.fspath(path)
+    return _config(_file_metadata(os.fspath(path)))
+
+
+def _file_metadata(path: str) -> dict:
+    """The package's metadata file, checked (:func:`_check_metadata`)."""
     try:
         metadata = torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(path, "model")
     except Exception as exc:  # noqa: BLE001  (the loader's errors name no file)
         raise PackageError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0]}") from exc
     _check_metadata(path, metadata)
-    return _config(metadata)
+    return metadata
 
 
 def _config(metadata: dict) -> VisoloConfig:

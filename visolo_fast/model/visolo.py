@@ -73,6 +73,13 @@ def init_msra_fill(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def memory_entry_shapes(config: VisoloConfig) -> dict[str, tuple[int, ...]]:
+    """What the fast engine's memory keeps of a frame: its ``keys`` (``Encoded.key``,
+    [S, dim / 2]) and ``values`` (:meth:`VisoloNet.memory_values`, [S, 2 dim])."""
+    S, dim = config.num_grids, config.dim
+    return {"keys": (S, dim // 2), "values": (S, 2 * dim)}
+
+
 class VisoloNet(nn.Module):
     """ResNet-50 (res2-res4) and VISOLO's heads; attribute names are the official ones
     (``model.<name>`` in an official checkpoint)."""
@@ -161,10 +168,8 @@ class VisoloNet(nn.Module):
         return keys.reshape(B, T * keys.shape[1], -1), values.reshape(B, T * values.shape[1], -1)
 
     def memory_entry_shapes(self) -> dict[str, tuple[int, ...]]:
-        """What the fast engine's memory keeps of a frame: its ``keys`` (``Encoded.key``,
-        [S, dim / 2]) and ``values`` (:meth:`memory_values`, [S, 2 dim])."""
-        S, dim = self.config.num_grids, self.config.dim
-        return {"keys": (S, dim // 2), "values": (S, 2 * dim)}
+        """What the fast engine's memory keeps of a frame (:func:`memory_entry_shapes`)."""
+        return memory_entry_shapes(self.config)
 
     @staticmethod
     def residual(enc: Encoded) -> torch.Tensor:
