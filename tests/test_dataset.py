@@ -224,20 +224,44 @@ def test_inputs_are_checked_before_the_first_frame(shapes, weights, tmp_path, ca
     assert not (tmp_path / "out").exists(), "nothing written before the checks pass"
 
 
+# Ray workers run one torch thread each, the single process the machine's (2 in CI): oneDNN's
+# convolutions split their sums over threads differently and round differently, so the runs
+# match in decisions (tracks, categories, which frames hold a mask), not bit for bit. Measured
+# on an AMD EPYC with AVX-512 and BF16 (2 cores, 2026-12-08): 2 of 133,260 mask pixels
+# differ, scores by 1.3e-6; with OMP_NUM_THREADS=1 for both, nothing differs. An Intel Xeon
+# with AMX flipped a few pixels of one mask.
+SCORE_ATOL = 1e-4
+MASK_PIXELS = 1e-3  # the largest share of the results' mask pixels that may differ
+
+
+def assert_same_results(got: list[dict], expected: list[dict]) -> None:
+    """Two results.json lists from runs that differ in thread count: the same entries (videos,
+    categories, frames with a mask) in the same order exactly; scores within SCORE_ATOL; masks
+    within MASK_PIXELS of their pixels."""
+    assert [(r["video_id"], r["category_id"]) for r in got] == [(r["video_id"], r["category_id"]) for r in expected]
+    differ = total = 0
+    for k, (a, b) in enumerate(zip(got, expected)):
+        assert abs(a["score"] - b["score"]) <= SCORE_ATOL, (k, a["score"], b["score"])
+        assert [s is None for s in a["segmentations"]] == [s is None for s in b["segmentations"]], k
+        for s, t in zip(a["segmentations"], b["segmentations"]):
+            if s is None:
+                continue
+            assert s["size"] == t["size"]
+            m, n = (mask_utils.decode({"size": x["size"], "counts": x["counts"].encode()}) for x in (s, t))
+            differ += int((m != n).sum())
+            total += int(m.sum())
+    assert total > 0 and differ <= MASK_PIXELS * total, f"{differ} of {total} mask pixels differ"
+
+
 def test_ray_gives_the_single_process_results(shapes, weights, full_run, tmp_path, capsys):
-    """A local Ray cluster, 2 CPU workers of one thread each. Only the threads differ from
-    the single-process run (2 threads): same tracks, categories and masks; scores may differ
-    in the last float32 bits (sums split differently over threads)."""
+    """A local Ray cluster, 2 CPU workers of one thread each, against the single-process run
+    (the machine's threads): the same results up to the rounding of their convolutions
+    (assert_same_results)."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'visolo_fast[ray]'); CI installs it")
     out = tmp_path / "out"
     assert ytvis(*shapes, weights, out, "--ray", "--ray-workers", "2") == 0
     assert "ray: 2 workers ({'num_cpus': 1})" in capsys.readouterr().out
-    ray_results, single = load(out / "results.json"), full_run[1]
-    assert len(ray_results) == len(single)
-    for a, b in zip(ray_results, single):
-        assert (a["video_id"], a["category_id"], a["segmentations"]) == (b["video_id"], b["category_id"],
-                                                                          b["segmentations"])
-        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+    assert_same_results(load(out / "results.json"), full_run[1])
     done = [json.loads(line)["video_id"] for line in (out / "videos.jsonl").read_text().splitlines()[1:]]
     assert sorted(done) == [1, 2, 3], "every video once, in the order they finished"
 

@@ -7,7 +7,8 @@ Exports a small package (the lively test net, input 64 x 112, the memory capped 
 writes a generated video of 16 frames whose tracks get lost and re-identified as PPM files,
 runs visolo_segment on it and the Python tracker (Engine.from_package) over the same package,
 and compares their results.json: the same tracks, category ids, scores within 1e-5, every
-frame's RLE equal. Then the same with max_lost_frames=1 (tracks end and come back as new ones)
+frame's RLE equal (visolo_segment runs with the Python tracker's thread count: the same
+computation, rounded the same). Then the same with max_lost_frames=1 (tracks end and come back as new ones)
 and another output size; with frames of the input size (nothing resized); and the C++ COCO
 RLE encoder against pycocotools on awkward masks, byte for byte; and the refusals of a package
 of another format or without a setting, and of a frame cut short.
@@ -60,7 +61,12 @@ def python_tracker(package: str, frames: list[np.ndarray], output_size=None,
 def cpp_tracker(segment: str, package: str, folder: str, out: str, *options: str) -> tuple[list[dict], str]:
     """visolo_segment's results list and its results.json's text."""
     command = [segment, package, folder, "--out", out, *options]
-    done = subprocess.run(command, capture_output=True, text=True)
+    # NB: the package's compiled code and its oneDNN convolutions split their sums over as many
+    # threads as they run on, and round accordingly: with the Python tracker's thread count,
+    # visolo_segment runs the same computation, and its results.json may be compared byte for
+    # byte (another thread count may round differently)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     sys.stderr.write(done.stderr)
     assert done.returncode == 0, f"{' '.join(command)}: exit status {done.returncode}"
     with open(os.path.join(out, "results.json")) as f:
