@@ -18,7 +18,7 @@ from tests.engine.lively import lively_net
 from tests.test_cli import CHATTER, REPO, read_video, refused_line
 from visolo_fast import Tracker, save_model
 from visolo_fast.cli import main
-from visolo_fast.io.live import LatencyStats, capture_options, open_source, redact
+from visolo_fast.io.live import LatencyStats, ffmpeg_options, open_source, redact
 from visolo_fast.io.serve import RtspCamera, UdpCamera, read_index, serve_mjpeg, stamp_index
 from visolo_fast.io.video import quiet_opencv
 from visolo_fast.sample import sample_frames
@@ -71,9 +71,11 @@ def test_open_source_reads_a_loopback_stream():
         # in order, the index counts every frame read (gaps: frames dropped), the pixels are the camera's
         indices, times, stamps = zip(*frames)
         assert list(indices) == sorted(set(indices)) and list(times) == sorted(times)
-        offset = stamps[0] - indices[0]  # FFmpeg keeps no frame it read while probing the stream
+        offset = stamps[0] - indices[0]  # frames the camera made before it had a client
         assert offset >= 0 and all(s - i == offset for i, s in zip(indices, stamps))
-        assert source.ended and source.read == len(frames) + source.dropped  # exact: every frame read is counted
+        # exact: every frame read is counted, with its fate
+        assert source.ended and source.taken == len(frames)
+        assert source.read == source.taken + source.dropped + source.queued and source.queued <= 1
 
 
 def run_slow_consumer(every_frame: bool, steps: int = 12, step_s: float = 0.1) -> tuple[list[int], object]:
@@ -93,12 +95,12 @@ def test_newest_frame_lag_stays_bounded_and_every_frame_lag_grows():
     newest, source = run_slow_consumer(every_frame=False)
     # a step (3 camera frames) + the wait for the newest frame + transport: a few frames, never growing
     assert max(newest[2:]) <= 10, newest
-    assert source.dropped > 0 and source.read == 12 + source.dropped
+    assert source.dropped > 0 and source.read == 12 + source.dropped + source.queued
     every, source = run_slow_consumer(every_frame=True)
     # every frame, in order: 2 more frames behind the camera at each step (30 FPS against 10)
     assert every[-1] >= every[2] + 12 and every[-1] >= 20, every
     assert all(b >= a for a, b in zip(every[2:], every[3:])), every
-    assert source.read >= 12 and source.dropped == source.read - 12  # only those left in the queue at close
+    assert source.read >= 12 and source.dropped == 0 and source.queued == source.read - 12  # left in the queue
 
 
 def test_a_udp_h264_stream_opens():
@@ -177,7 +179,7 @@ def test_a_stream_that_does_not_come_back_fails_naming_it():
             while source.next(timeout=10) is not None:
                 pass
         assert time.monotonic() - start < 5  # 0.5 s + 1 s of backoff
-        assert str(info.value) == (f"INPUT: {camera.url}: the stream dropped and did not come back after 2 tries in 2 s: "
+        assert str(info.value) == (f"INPUT: {camera.url}: the stream was lost and did not come back after 2 tries in 2 s: "
                                    f"connection refused (127.0.0.1:{camera.port}: no server there)")
         assert [line.split("; ")[1] for line in lines] == ["reconnecting in 0.5 s (try 1 of 2)",
                                                           "reconnecting in 1 s (try 2 of 2)"]
@@ -188,14 +190,14 @@ def test_a_stream_that_does_not_come_back_fails_naming_it():
 
 
 def test_low_delay_options_and_the_users_win(monkeypatch):
-    assert capture_options("rtsp://cam/1") == "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
-    assert capture_options("rtsp://cam/1", "udp") == "rtsp_transport;udp|fflags;nobuffer|flags;low_delay"
-    assert capture_options("http://cam/1") == "fflags;nobuffer|flags;low_delay"
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
+    probe = {"flags": "low_delay", "analyzeduration": "12000000", "probesize": str(32 << 20)}
+    assert ffmpeg_options("rtsp://cam/1") == {**probe, "rtsp_transport": "tcp"}
+    assert ffmpeg_options("rtsp://cam/1", "udp", timeout=3) == {**probe, "analyzeduration": "3000000", "rtsp_transport": "udp"}
+    assert ffmpeg_options("http://cam/1") == probe  # no fflags nobuffer: it throws the first keyframe away
     assert redact("rtsp://admin:secret@10.1.2.3:8554/live") == "rtsp://admin:***@10.1.2.3:8554/live"
     with serve_mjpeg(stamped, fps=30, count=300) as camera:
-        monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
         open_source(camera.url).close()
-        assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ  # set for the open only
         monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "user_agent;theirs")
         open_source(camera.url).close()
         agents = [line for request in camera.requests for line in request.splitlines() if line.startswith("User-Agent")]
@@ -229,7 +231,8 @@ camera.close()
         f"error: INPUT: cannot open http://{refused}/stream.mjpg: connection refused ({refused}: no server there)",
         f"error: INPUT: cannot open rtsp://{refused}/live: connection refused ({refused}: no server there)",
         lines[4].split(": not found")[0] + ": not found (HTTP 404 Not Found)",
-        lines[6].split(": timed out")[0] + ": timed out: no packets came (is the sender running and sending to this port?)",
+        lines[6].split(": no video")[0] + ": no video within 2 s (no packets, or no keyframe yet: a stream's first frame "
+                                          "waits for its first keyframe; if they are further apart, raise the timeout)",
         f"error: INPUT: cannot open rtsp://user:***@{refused}/live: connection refused ({refused}: no server there)",
     ], err
     assert lines[4].startswith("error: INPUT: cannot open http://127.0.0.1:") and lines[6].startswith("error: INPUT: cannot open udp://")
@@ -391,7 +394,7 @@ def test_latency_percentiles_within_one_percent():
 
 def test_the_readme_live_example_runs_and_says_what_it_did(capsys, tmp_path, monkeypatch):
     """The README's example of a live source (tests/test_readme.py runs it too): it prints
-    one line per frame, in order of the source, then read = taken + dropped."""
+    one line per frame, in order of the source, then read = taken + dropped + queued."""
     import pathlib
     import re
 
@@ -403,8 +406,9 @@ def test_the_readme_live_example_runs_and_says_what_it_did(capsys, tmp_path, mon
     assert len(lines) == 6, lines
     indices = [int(line.split()[0]) for line in lines[:5]]
     assert indices == sorted(set(indices)) and all(line.split()[2] == "ms" for line in lines[:5])
-    read, dropped = int(lines[5].split()[0]), int(lines[5].split()[2])
-    assert lines[5] == f"{read} read, {dropped} dropped" and read == 5 + dropped
+    read, taken, dropped, queued = (int(word) for word in lines[5].split()[::2])
+    assert lines[5] == f"{read} read: {taken} taken, {dropped} dropped, {queued} queued"
+    assert taken == 5 and read == taken + dropped + queued
 
 
 def test_live_options_that_do_nothing_are_refused_first(tmp_path, capsys, monkeypatch):

@@ -12,6 +12,7 @@ Files, folders and pipes are never dropped.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import re
@@ -28,32 +29,43 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from visolo_fast.io.video import FrameSource, InputError, _reason, _to_rgb
+from visolo_fast.io.video import FrameSource, InputError, _reason, _to_rgb, quiet_opencv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# FFmpeg's options for a live stream: no buffering of the packets read while the stream is
-# probed, no reordering delay in the decoder (the user's OPENCV_FFMPEG_CAPTURE_OPTIONS wins)
-LOW_DELAY = "fflags;nobuffer|flags;low_delay"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
-_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-_env_lock = threading.Lock()  # NB: OpenCV reads the options from the environment when a capture opens
+_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # the user's FFmpeg options, in OpenCV's syntax: key;value|key;value
 _log = logging.getLogger("visolo_fast.io")
+# A stream's first frame waits for its first keyframe, which cameras send every 1-10 s (x264's
+# default: every 250 frames): long enough for a 10 s interval, and the open that precedes it.
+DEFAULT_TIMEOUT = 12.0
+PROBE_BYTES = 32 << 20  # what FFmpeg may read while it looks for the first keyframe: 10 s at 25 Mbit/s
 
 
 class Frame(NamedTuple):
     """A frame of a source."""
 
     image: np.ndarray  # uint8 [H, W, 3] RGB
-    time: float  # capture time, time.monotonic(): when the frame was read from its source
+    time: float  # capture time, time.monotonic(): when its data came from the source (network
+    # streams: when FFmpeg returned the packet that completed it), or when a file's frame was read
     index: int  # its index in the source: frames read before it, dropped ones included
 
 
-def capture_options(url: str, rtsp_transport: str = "tcp") -> str:
+def ffmpeg_options(url: str, rtsp_transport: str = "tcp", timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
     """The FFmpeg options a stream at ``url`` is opened with, unless the environment sets
-    ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (``key;value|key;value``, which then wins)."""
+    ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (``key;value|key;value``, which then wins).
+
+    Low delay without losing the first keyframe: no reordering delay in the decoder
+    (``flags low_delay``), and no ``fflags nobuffer``, which would throw away the packets read
+    while the stream is probed (its first keyframe among them: the first frame would then wait
+    for the next one, 10 s later on many cameras). The probe may last ``timeout``, so that a
+    stream whose keyframes are that far apart opens."""
+    if _ENV in os.environ:
+        pairs = [item.split(";", 1) for item in os.environ[_ENV].split("|") if item]
+        return {key: value for key, value in (p + [""] if len(p) == 1 else p for p in pairs)}
+    options = {"flags": "low_delay", "analyzeduration": str(int(timeout * 1e6)), "probesize": str(PROBE_BYTES)}
     if urlsplit(url).scheme.lower() in ("rtsp", "rtsps"):
-        return f"rtsp_transport;{rtsp_transport}|{LOW_DELAY}"
-    return LOW_DELAY
+        options["rtsp_transport"] = rtsp_transport
+    return options
 
 
 def redact(url: str) -> str:
@@ -93,10 +105,20 @@ class Source:
         raise NotImplementedError
 
     @property
+    def taken(self) -> int:
+        """Frames handed out so far (by :meth:`poll`, :meth:`next`, iteration)."""
+        return self.read
+
+    @property
     def dropped(self) -> int:
         """Frames read and never handed out: replaced by a newer one before they were taken
-        (newest frame), or still waiting when the source was closed. After :meth:`close`,
-        ``read == taken + dropped``."""
+        (newest frame), or decoded after a stall (their age unknown: see :class:`LiveSource`)."""
+        return 0
+
+    @property
+    def queued(self) -> int:
+        """Frames read and not handed out yet: waiting in the queue, or left in it when the
+        source was closed. At any time, ``read == taken + dropped + queued``."""
         return 0
 
     @property
@@ -176,6 +198,124 @@ class StoredSource(Source):
         self._source.close()
 
 
+class _Capture:
+    """What a :class:`LiveSource`'s reader reads: decoded frames of a network stream or a camera.
+
+    Attributes:
+        fps: the source's frame rate (25 if unknown).
+        why: why the last :meth:`next` returned None, in a few words.
+        stale: frames decoded after a stall so far: read, and dropped (their age is unknown).
+    """
+
+    fps: float
+    why = ""
+    stale = 0
+
+    def next(self, timeout: float) -> tuple[np.ndarray, float] | None:
+        """The next frame, uint8 [H, W, 3] RGB, and when its data came (time.monotonic()); None
+        if none came within ``timeout`` seconds or the source ended (:attr:`why` says which)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+
+class _Camera(_Capture):
+    """A camera, through OpenCV."""
+
+    def __init__(self, capture: cv2.VideoCapture, name: str, notes: set[str]):
+        self._capture, self._name, self._notes = capture, name, notes
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 0 < fps < 1000 else 25.0
+
+    def next(self, timeout: float) -> tuple[np.ndarray, float] | None:
+        start = time.monotonic()
+        while True:
+            if not self._capture.grab():
+                waited = time.monotonic() - start
+                self.why = f"no frame for {waited:.0f} s" if waited >= timeout * 0.9 else "the camera stopped"
+                return None
+            captured = time.monotonic()
+            ok, image = self._capture.retrieve()
+            if ok and image is not None:
+                return _to_rgb(image, self._name, self._notes), captured
+            if captured - start > timeout:
+                self.why = f"no frame for {captured - start:.0f} s"
+                return None
+
+    def release(self) -> None:
+        self._capture.release()
+
+
+class _Stream(_Capture):
+    """A network stream, demuxed and decoded by FFmpeg through PyAV (which sees each frame's
+    own size, and when each packet came; OpenCV rescales every frame to the first frame's
+    size, silently, and stamps the frames it flushes after a stall as new).
+
+    A frame's time is when FFmpeg returned the packet that completed it. The frames a decoder
+    still held when the stream stalled (read timed out) come out after it, seconds old: they
+    are dropped and counted in :attr:`stale`.
+    """
+
+    def __init__(self, container, url: str):
+        import av
+
+        self._av, self._container, self._url = av, container, url
+        stream = container.streams.video[0]
+        stream.codec_context.flags |= av.codec.context.Flags.low_delay
+        # NB: slice threads only: frame threads hold a frame per thread back, a frame of delay each
+        stream.codec_context.thread_type = av.codec.context.ThreadType.SLICE
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate and 0 < rate < 1000 else 25.0
+        self._packets = container.demux(stream)
+        self._ready: collections.deque[tuple[object, float]] = collections.deque()
+        self._held: list = []  # frames out of a flush: in time if the stream ended, stale if it stalled
+        self._last = time.monotonic()  # when the newest packet came
+        self._done = False
+
+    def next(self, timeout: float) -> tuple[np.ndarray, float] | None:
+        av, start = self._av, time.monotonic()
+        while not self._ready and not self._done:
+            if time.monotonic() - start >= timeout:  # packets, but no frame in them (no keyframe, broken)
+                self.why, self._done = f"no frame for {timeout:g} s", True
+                break
+            try:
+                packet = next(self._packets)
+            except StopIteration:  # the end of the stream: the frames it flushed are its last
+                self._ready.extend((frame, self._last) for frame in self._held)
+                self.why, self._done = "the stream ended or its connection closed", True
+                break
+            except av.ExitError:  # FFmpeg's read waited `timeout` (the interrupt of av.open's timeout)
+                self.stale += len(self._held)
+                self.why, self._done = f"no frame for {time.monotonic() - start:.0f} s", True
+                break
+            except (av.FFmpegError, OSError) as exc:
+                self.stale += len(self._held)
+                closed = getattr(exc, "errno", None) in (errno.EIO, errno.ECONNRESET, errno.EPIPE)
+                self.why = "the stream ended or its connection closed" if closed else f"the stream failed ({_reason(exc)})"
+                self._done = True
+                break
+            flush = packet.size == 0  # what the demuxer sends, whatever the reason, as it stops
+            if not flush:
+                self._last = time.monotonic()
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:  # a damaged packet (a lost UDP datagram): the decoder goes on
+                continue
+            if flush:
+                self._held.extend(frames)
+            else:
+                self._ready.extend((frame, self._last) for frame in frames)
+        if not self._ready:
+            return None
+        frame, came = self._ready.popleft()
+        return frame.to_ndarray(format="rgb24"), came
+
+    def release(self) -> None:
+        self._packets.close()
+        self._container.close()
+
+
 class LiveSource(Source):
     """A network stream or a camera, decoded continuously by a reader thread.
 
@@ -184,15 +324,23 @@ class LiveSource(Source):
     frames; when it is full the reader waits (a network stream then backs up in its
     transport: TCP holds it, UDP loses it), and :attr:`waited` adds up how long.
 
-    A stream that drops is reopened, up to ``reconnect`` tries with backoff (0.5 s, 1 s,
-    2 s, ... 8 s), each said on one line to ``log``; then the source fails with an
+    ``timeout`` applies to each phase by itself: opening the stream (FFmpeg's probe waits for
+    its first keyframe), its first frame, and each frame after that. A stream that gives no
+    frame for ``timeout`` seconds (stalled, frozen) or ends is reopened, up to ``reconnect``
+    tries with backoff (0.5 s, 1 s, 2 s, ... 8 s), each said on one line to ``log``; a try
+    counts as a success only when a frame came. Then the source fails with an
     :class:`InputError` that names the stream and the last reason.
+
+    A frame of another size than the stream's first (a camera reconfigured, a sender
+    restarted) is letterboxed into the first size: scaled to fit, its aspect kept, black bars
+    around it; the change is said once to ``log`` and kept in :attr:`notes`. The outputs keep
+    one size, and no frame is stretched.
     """
 
     live = True
 
-    def __init__(self, spec: str, kind: str, opener: Callable[[], cv2.VideoCapture], every_frame: bool = False,
-                 queue_size: int = 32, reconnect: int = 5, timeout: float = 5.0,
+    def __init__(self, spec: str, kind: str, opener: Callable[[set[str]], _Capture], every_frame: bool = False,
+                 queue_size: int = 32, reconnect: int = 5, timeout: float = DEFAULT_TIMEOUT,
                  log: Callable[[str], None] | None = None, wake: threading.Event | None = None):
         if queue_size < 1 or reconnect < 0 or timeout <= 0:
             raise ValueError(f"open_source: need queue_size >= 1, reconnect >= 0 and timeout > 0, got "
@@ -205,22 +353,25 @@ class LiveSource(Source):
         self.queue_size = queue_size
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._read, self._dropped, self._next_index, self._waited = 0, 0, 0, 0.0
+        self._read, self._taken, self._dropped, self._left, self._next_index, self._waited = 0, 0, 0, 0, 0, 0.0
+        self._stale = 0  # the current capture's stale frames already counted
         self._waiting_since: float | None = None
         self._error: InputError | None = None
         self._finished = self._ended = False
-        capture = opener()
+        self._resized: tuple[int, int] | None = None  # the last other size said
+        capture = opener(self.notes)
         try:
-            first = self._grab(capture, time.monotonic() + timeout)
+            first = self._first(capture)
         except BaseException:
             capture.release()
             raise
         if first is None:
             capture.release()
-            raise InputError(f"INPUT: {redact(spec)}: opened, but no frame came within {timeout:g} s")
+            raise InputError(f"INPUT: {redact(spec)}: opened, but no frame came within {timeout:g} s ({capture.why}; "
+                             f"a stream's first frame waits for its first keyframe: if they are further apart, "
+                             f"raise the timeout)")
         self.size = first.image.shape[:2]
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and 0 < fps < 1000 else 25.0
+        self.fps = capture.fps
         self._put(first)
         self._thread = threading.Thread(target=self._run, args=(capture,), name=f"visolo_fast reader {redact(spec)}",
                                         daemon=True)
@@ -228,25 +379,51 @@ class LiveSource(Source):
 
     # -- the reader thread --------------------------------------------------------------
 
-    def _grab(self, capture: cv2.VideoCapture, deadline: float) -> Frame | None:
-        """The next frame of ``capture``, None if it failed or none came by ``deadline``."""
-        while True:
-            if not capture.grab():
-                return None
-            captured = time.monotonic()
-            ok, image = capture.retrieve()
-            if ok and image is not None:
-                frame = Frame(_to_rgb(image, redact(self.spec), self.notes), captured, self._next_index)
-                self._next_index += 1
-                return frame
-            if time.monotonic() > deadline:
-                return None
+    def _next(self, capture: _Capture) -> Frame | None:
+        """The capture's next frame (letterboxed to the stream's size), None if none came
+        within the timeout or the stream ended; frames it dropped as stale are counted."""
+        got = capture.next(self._timeout)
+        if capture.stale > self._stale:
+            with self._cond:
+                stale, self._stale = capture.stale - self._stale, capture.stale
+                self._read, self._dropped, self._next_index = self._read + stale, self._dropped + stale, \
+                    self._next_index + stale
+        if got is None:
+            return None
+        image, came = got
+        if hasattr(self, "size") and image.shape[:2] != self.size:
+            image = self._letterbox(image)
+        frame = Frame(image, came, self._next_index)
+        self._next_index += 1
+        return frame
+
+    def _first(self, capture: _Capture) -> Frame | None:
+        self._stale = 0
+        return self._next(capture)
+
+    def _letterbox(self, image: np.ndarray) -> np.ndarray:
+        """``image`` scaled to fit the stream's size, its aspect kept, centred on black."""
+        (h, w), (H, W) = image.shape[:2], self.size
+        if (h, w) != self._resized:
+            self._resized = (h, w)
+            line = (f"INPUT {redact(self.spec)}: frame {self._next_index} is {h} x {w}, the stream's frames were "
+                    f"{H} x {W}: letterboxed into {H} x {W} (aspect kept, black bars)")
+            self._log(line)
+            self.notes.add(f"{redact(self.spec)}: frames of another size than the first were letterboxed into "
+                           f"{H} x {W}")
+        scale = min(H / h, W / w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        out = np.zeros((H, W, 3), np.uint8)
+        top, left = (H - nh) // 2, (W - nw) // 2
+        out[top:top + nh, left:left + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1
+                                                       else cv2.INTER_LINEAR)
+        return out
 
     def _put(self, frame: Frame) -> None:
         with self._cond:
-            self._read += 1  # NB: counted with its fate, under the lock: read == taken + dropped (+ waiting)
+            self._read += 1  # NB: counted with its fate, under the lock: read == taken + dropped + queued
             if self._stop.is_set():
-                self._dropped += 1
+                self._left += 1
                 return
             if self.every_frame:
                 while len(self._queue) >= self.queue_size and not self._stop.is_set():
@@ -256,7 +433,7 @@ class LiveSource(Source):
                     self._waited += time.monotonic() - self._waiting_since
                     self._waiting_since = None
                 if self._stop.is_set():
-                    self._dropped += 1
+                    self._left += 1
                     return
             elif self._queue:
                 self._queue.popleft()
@@ -266,24 +443,17 @@ class LiveSource(Source):
         if self._wake is not None:
             self._wake.set()
 
-    def _run(self, capture: cv2.VideoCapture) -> None:
+    def _run(self, capture: _Capture) -> None:
         try:
             while not self._stop.is_set():
-                started = time.monotonic()
-                frame = self._grab(capture, started + self._timeout)
+                frame = self._next(capture)
                 if frame is None:
                     capture.release()
-                    waited = time.monotonic() - started
-                    why = (f"no frame for {waited:.0f} s" if waited >= self._timeout * 0.9
-                           else "the stream ended or its connection closed")
-                    capture = None
-                    capture = self._reopen(why)
-                    if capture is None:
+                    why, capture = capture.why, None
+                    opened = self._reopen(why)
+                    if opened is None:
                         return
-                    continue
-                if frame.image.shape[:2] != self.size:
-                    raise InputError(f"INPUT: {redact(self.spec)}: frame {frame.index} is {frame.image.shape[0]} x "
-                                     f"{frame.image.shape[1]}, the stream's frames were {self.size[0]} x {self.size[1]}")
+                    capture, frame = opened
                 self._put(frame)
         except InputError as exc:
             self._error = exc
@@ -298,8 +468,9 @@ class LiveSource(Source):
             if self._wake is not None:
                 self._wake.set()
 
-    def _reopen(self, why: str) -> cv2.VideoCapture | None:
-        """A new capture of the stream after it dropped; None if the source was closed meanwhile."""
+    def _reopen(self, why: str) -> tuple[_Capture, Frame] | None:
+        """The stream opened again, and its first frame; None if the source was closed meanwhile.
+        A try succeeds when a frame comes: an open that gives none within the timeout fails."""
         start, last = time.monotonic(), why
         for attempt in range(1, self._reconnect + 1):
             delay = min(0.5 * 2 ** (attempt - 1), 8.0)
@@ -309,16 +480,25 @@ class LiveSource(Source):
             if self._stop.wait(delay):
                 return None
             try:
-                capture = self._opener()
+                capture = self._opener(self.notes)
             except InputError as exc:
                 last = exc.reason if isinstance(exc, OpenError) else str(exc)
                 continue
+            try:
+                frame = self._first(capture)
+            except BaseException:
+                capture.release()
+                raise
+            if frame is None:
+                capture.release()
+                last = f"reopened, but no frame came within {self._timeout:g} s ({capture.why})"
+                continue
             self._log(f"INPUT {redact(self.spec)}: reconnected (try {attempt}, {time.monotonic() - start:.1f} s after "
-                      f"the stream dropped)")
-            return capture
+                      f"the stream was lost)")
+            return capture, frame
         tries = (f"after {self._reconnect} {'try' if self._reconnect == 1 else 'tries'} in {time.monotonic() - start:.0f} s"
                  if self._reconnect else "(reconnection is off)")
-        raise InputError(f"INPUT: {redact(self.spec)}: the stream dropped and did not come back {tries}: {last}")
+        raise InputError(f"INPUT: {redact(self.spec)}: the stream was lost and did not come back {tries}: {last}")
 
     # -- the consumer -------------------------------------------------------------------
 
@@ -327,8 +507,17 @@ class LiveSource(Source):
         return self._read
 
     @property
+    def taken(self) -> int:
+        return self._taken
+
+    @property
     def dropped(self) -> int:
         return self._dropped
+
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._queue) + self._left
 
     @property
     def waited(self) -> float:
@@ -344,6 +533,7 @@ class LiveSource(Source):
         """Under the lock: the next frame, None if none yet; raises the reader's error at the end."""
         if self._queue:
             frame = self._queue.popleft()
+            self._taken += 1
             self._cond.notify_all()  # a reader waiting for room
             return frame
         if self._finished and not self._ended:
@@ -370,11 +560,12 @@ class LiveSource(Source):
                 self._cond.wait(0.1 if left is None else min(left, 0.1))
 
     def close(self) -> None:
-        """Stops the reader; frames still waiting count as dropped. Returns at once if the
-        reader is blocked in a read (it then closes its capture when the read returns)."""
+        """Stops the reader; frames still waiting stay counted in :attr:`queued`. Returns at
+        once if the reader is blocked in a read (it then closes its capture when the read
+        returns)."""
         self._stop.set()
         with self._cond:
-            self._dropped += len(self._queue)
+            self._left += len(self._queue)
             self._queue.clear()
             self._ended = True
             self._cond.notify_all()
@@ -390,26 +581,43 @@ class OpenError(InputError):
         self.reason = reason
 
 
-def _open_url(url: str, timeout: float, rtsp_transport: str, low_delay: bool = True) -> cv2.VideoCapture:
-    """An open FFmpeg capture of ``url``, with our low-delay options unless the user set
-    theirs (or ``low_delay`` is False: FFmpeg's defaults), and ``timeout`` on opening and on
-    each read; else :class:`OpenError`."""
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000)]
+def _open_stream(url: str, timeout: float, rtsp_transport: str) -> tuple[object, _Stream | None]:
+    """A network stream, opened by FFmpeg (PyAV) with :func:`ffmpeg_options` and ``timeout``
+    on opening and on each read: (its container, and a :class:`_Stream` of it, or None if
+    it declares a length: a file, read by OpenCV in order); else :class:`OpenError`."""
+    try:
+        import av
+    except ImportError:
+        raise OpenError(f"INPUT: cannot open {redact(url)}: network streams are read through PyAV, which is not "
+                        f"installed: pip install av", "PyAV is not installed") from None
     start = time.monotonic()
-    with _env_lock:
-        ours = low_delay and _ENV not in os.environ
-        if ours:
-            os.environ[_ENV] = capture_options(url, rtsp_transport)
-        try:
-            capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        finally:
-            if ours:
-                del os.environ[_ENV]
+    try:
+        container = av.open(url, options=ffmpeg_options(url, rtsp_transport, timeout), timeout=(timeout, timeout))
+    except (av.FFmpegError, OSError) as exc:
+        waited = time.monotonic() - start
+        reason = _why_not(url, max(0.5, min(3.0, timeout - waited)))
+        if isinstance(exc, av.ExitError) and reason.startswith(("the server answered", "the server at", "timed out: no")):
+            # NB: the server is there: the probe waited for a video it can decode, a keyframe
+            reason = (f"no video within {timeout:g} s (no packets, or no keyframe yet: a stream's first frame waits "
+                      f"for its first keyframe; if they are further apart, raise the timeout)")
+        raise OpenError(f"INPUT: cannot open {redact(url)}: {reason}", reason) from None
+    if not container.streams.video:
+        container.close()
+        raise OpenError(f"INPUT: cannot open {redact(url)}: it holds no video", "it holds no video")
+    video = container.streams.video[0]
+    if video.frames > 0 or (container.duration or 0) > 0:
+        return container, None
+    return container, _Stream(container, url)
+
+
+def _open_file_url(url: str, timeout: float) -> cv2.VideoCapture:
+    """A video file over the network, opened by OpenCV (read in order, as a file)."""
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000)]
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
     if capture.isOpened():
         return capture
     capture.release()
-    left = max(0.5, min(3.0, timeout - (time.monotonic() - start)))
-    reason = _why_not(url, left)
+    reason = _why_not(url, min(3.0, timeout))
     raise OpenError(f"INPUT: cannot open {redact(url)}: {reason}", reason)
 
 
@@ -511,28 +719,36 @@ def is_live(spec: str | int) -> bool:
         return False
 
 
-def open_source(spec: str | int, every_frame: bool | None = None, queue_size: int = 32, timeout: float = 5.0,
-                reconnect: int = 5, rtsp_transport: str = "tcp", log: Callable[[str], None] | None = None,
-                wake: threading.Event | None = None) -> Source:
+def open_source(spec: str | int, every_frame: bool | None = None, queue_size: int = 32,
+                timeout: float = DEFAULT_TIMEOUT, reconnect: int = 5, rtsp_transport: str = "tcp",
+                log: Callable[[str], None] | None = None, wake: threading.Event | None = None) -> Source:
     """Opens a video source; iterate it for :class:`Frame` s ``(image, time, index)``.
+
+    OpenCV's and FFmpeg's own log lines are silenced (:func:`~visolo_fast.io.video.quiet_opencv`;
+    ``OPENCV_LOG_LEVEL`` and ``OPENCV_FFMPEG_LOGLEVEL`` set in the environment win): what goes
+    wrong is said by the :class:`InputError` raised, or by ``log``.
 
     Args:
         spec: a video file, a folder of .jpg/.png frames, a pipe (FIFO) carrying a video; or a
             live source: a stream URL (rtsp, rtsps, http(s) MJPEG or HLS, udp, tcp, srt, rtmp:
-            what the FFmpeg of OpenCV opens), a camera index (``0``) or a device (``/dev/video0``).
-            A URL whose stream declares its length (a video file over HTTP) is read as a file.
+            what FFmpeg opens, through PyAV), a camera index (``0``) or a device
+            (``/dev/video0``, through OpenCV). A URL whose stream declares its length (a video
+            file over HTTP) is read as a file.
         every_frame: live sources only: True hands out every frame, in order, through a queue of
             ``queue_size`` frames (the reader waits when it is full); False (the default) the
             newest frame, the others dropped and counted. Files, folders and pipes always give
             every frame.
-        timeout: seconds a live source may take to open, and to deliver a frame before it
-            counts as lost and is reopened (network streams).
-        reconnect: tries to reopen a live source that was lost (backoff 0.5 s, 1 s, 2 s ... 8 s).
+        timeout: seconds each phase of a live source may take: opening it (a stream's probe
+            waits for its first keyframe), its first frame, and each frame after that (a
+            stream silent that long is reopened). The default, 12 s, lets a stream with a
+            keyframe every 10 s open.
+        reconnect: tries to reopen a live source that was lost (backoff 0.5 s, 1 s, 2 s ... 8 s);
+            a try succeeds when a frame comes.
         rtsp_transport: ``"tcp"`` (default) or ``"udp"``, for rtsp:// URLs. FFmpeg options
             come from ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` if it is set, else
-            :func:`capture_options`: low delay (no buffering, no decoder delay).
-        log: called with one line for each reconnection try (default: the ``visolo_fast.io``
-            logger, at warning level).
+            :func:`ffmpeg_options`: low delay without losing the first keyframe.
+        log: called with one line for each reconnection try and for a change of frame size
+            (default: the ``visolo_fast.io`` logger, at warning level).
         wake: an event the reader sets whenever a frame is ready or the source ends: wait on one
             event for several sources, then :meth:`Source.poll` each.
 
@@ -544,6 +760,7 @@ def open_source(spec: str | int, every_frame: bool | None = None, queue_size: in
         raise ValueError(f"open_source: rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
     if isinstance(spec, int):
         spec = str(spec)
+    quiet_opencv()
     if not is_live(spec):
         if every_frame is False:
             raise ValueError(f"open_source: {spec} is not a live source: its frames are never dropped "
@@ -561,24 +778,26 @@ def open_source(spec: str | int, every_frame: bool | None = None, queue_size: in
         return StoredSource(FrameSource(spec))
     every = bool(every_frame)
     if _URL.match(spec):
-        def opener() -> cv2.VideoCapture:
-            return _open_url(spec, timeout, rtsp_transport)
+        container, stream = _open_stream(spec, timeout, rtsp_transport)
+        if stream is None:  # a stream of known length (a file over HTTP, an HLS playlist that ends): a file
+            container.close()
+            capture = _open_file_url(spec, timeout)
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            return StoredSource(FrameSource.from_capture(capture, redact(spec), "video file over the network",
+                                                         count if count > 0 else None))
+        first = [stream]
 
-        capture = opener()
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if count > 0:  # a stream of known length (a file over HTTP, an HLS playlist that ends): a file
-            # NB: opened again without fflags nobuffer, which drops the frames read while probing: a file's first
-            capture.release()
-            capture = _open_url(spec, timeout, rtsp_transport, low_delay=False)
-            return StoredSource(FrameSource.from_capture(capture, redact(spec), "video file over the network", count))
-        first = [capture]
+        def opener(_notes: set[str]) -> _Capture:
+            return first.pop() if first else _open_stream(spec, timeout, rtsp_transport)[1] or _as_file(spec)
 
-        def reopen() -> cv2.VideoCapture:
-            return first.pop() if first else opener()
+        return LiveSource(spec, "live stream", opener, every, queue_size, reconnect, timeout, log, wake)
+    return LiveSource(spec, "camera", lambda notes: _Camera(_open_camera(spec, timeout), spec, notes), every,
+                      queue_size, reconnect, timeout, log, wake)
 
-        return LiveSource(spec, "live stream", reopen, every, queue_size, reconnect, timeout, log, wake)
-    return LiveSource(spec, "camera", lambda: _open_camera(spec, timeout), every, queue_size, reconnect, timeout,
-                      log, wake)
+
+def _as_file(url: str) -> _Capture:
+    raise OpenError(f"INPUT: {redact(url)}: reopened as a stream of known length (a file), no longer live",
+                    "reopened as a file, no longer live")
 
 
 class LatencyStats:
