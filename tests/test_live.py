@@ -191,7 +191,6 @@ def test_low_delay_options_and_the_users_win(monkeypatch):
     assert capture_options("rtsp://cam/1") == "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
     assert capture_options("rtsp://cam/1", "udp") == "rtsp_transport;udp|fflags;nobuffer|flags;low_delay"
     assert capture_options("http://cam/1") == "fflags;nobuffer|flags;low_delay"
-    assert redact("rtsp://admin:secret@10.1.2.3:8554/live") == "rtsp://admin:***@10.1.2.3:8554/live"
     with serve_mjpeg(stamped, fps=30, count=300) as camera:
         monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
         open_source(camera.url).close()
@@ -201,6 +200,59 @@ def test_low_delay_options_and_the_users_win(monkeypatch):
         agents = [line for request in camera.requests for line in request.splitlines() if line.startswith("User-Agent")]
         assert len(agents) == 2 and agents[0].startswith("User-Agent: Lavf") and agents[1] == "User-Agent: theirs"
         assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "user_agent;theirs"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:secret@10.1.2.3:8554/live", "rtsp://admin:***@10.1.2.3:8554/live"),
+    ("rtsp://alice:pa/ss@127.0.0.1:8556/live", "rtsp://alice:***@127.0.0.1:8556/live"),
+    ("rtsp://alice:pa#ss@cam/live", "rtsp://alice:***@cam/live"),
+    ("rtsp://alice:pa?ss@cam/live?channel=1", "rtsp://alice:***@cam/live?channel=1"),
+    ("RTSP://alice:p@ss@cam:554/live", "RTSP://alice:***@cam:554/live"),
+    ("rtsp://alice:p%40ss%@cam/live", "rtsp://alice:***@cam/live"),
+    ("rtsp://alice:secret@[::1]:9/live", "rtsp://alice:***@[::1]:9/live"),
+    ("rtsp://alice:secret@[::1]/live", "rtsp://alice:***@[::1]/live"),
+    ("rtsp://[::1]:9/live", "rtsp://[::1]:9/live"),
+    ("rtsp://cam/live", "rtsp://cam/live"),
+    ("http://cam/snap@2x.jpg", "http://cam/snap@2x.jpg"),  # an @ in the path, no userinfo
+    ("http://token@cam/snap@2x.jpg", "http://***@cam/snap@2x.jpg"),  # no ':': a token, hidden whole
+    ("rtsp://alice:pw@cam/a@b", "rtsp://alice:***@b"),  # user:pw@cam/a or user:pw@cam/a@b? the more is hidden
+    ("/dev/video0", "/dev/video0"),
+])
+def test_redact_hides_the_password_whatever_it_holds(url, shown):
+    assert redact(url) == shown
+
+
+def test_no_part_of_a_password_is_printed_sent_or_named(tmp_path, capsys):
+    """Passwords that urlsplit cuts short, to a closed port (the error line), to a server that
+    answers 404 (the request for the reason goes to the path after the host) and on a stream
+    that opens (its reader thread's name)."""
+    port, out = free_port(), ["--timeout", "2", "--out", str(tmp_path / "out")]
+
+    def said(capsys):  # the one line of stderr; nothing of the password anywhere
+        printed = capsys.readouterr()
+        assert "Zq" not in printed.out + printed.err and "9x" not in printed.out + printed.err, printed
+        lines = printed.err.splitlines()
+        assert len(lines) == 1, printed.err
+        return lines[0]
+
+    for password in ["Zq/9x", "Zq#9x", "Zq?9x", "Zq@9x", "Zq%409x%"]:
+        assert main(["segment", f"rtsp://alice:{password}@127.0.0.1:{port}/live", *out]) == 2
+        assert said(capsys) == (f"error: INPUT: cannot open rtsp://alice:***@127.0.0.1:{port}/live: connection "
+                                f"refused (127.0.0.1:{port}: no server there)")
+    assert main(["segment", f"rtsp://alice:Zq9x@[::1]:{port}/live", *out]) == 2
+    assert said(capsys) == (f"error: INPUT: cannot open rtsp://alice:***@[::1]:{port}/live: connection refused "
+                            f"(::1:{port}: no server there)")
+    with serve_mjpeg(stamped, fps=30, count=300) as camera:
+        other = f"http://alice:Zq/9x@127.0.0.1:{camera.port}/other.mjpg"
+        assert main(["segment", other, *out]) == 2
+        assert said(capsys) == (f"error: INPUT: cannot open http://alice:***@127.0.0.1:{camera.port}/other.mjpg: "
+                                f"not found (HTTP 404 Not Found)")
+        assert "GET /other.mjpg HTTP/1.0" in [request.splitlines()[0] for request in camera.requests]
+        with open_source(camera.url.replace("http://", "http://alice:Zq9x@")) as source:
+            names = [thread.name for thread in threading.enumerate() if thread.name.startswith("visolo_fast reader")]
+            assert names == [f"visolo_fast reader http://alice:***@127.0.0.1:{camera.port}/stream.mjpg"]
+            assert "Zq9x" in source.spec  # kept, to reopen the stream
+    assert not (tmp_path / "out").exists()
 
 
 def test_sources_that_never_open_fail_in_one_line_within_seconds(tmp_path):
