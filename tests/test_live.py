@@ -3,7 +3,9 @@ read through visolo_fast.open_source and the CLI. Newest frame against every fra
 slow consumer, reconnection after the server restarts, sources that never open, several
 streams through one engine, latency."""
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -347,6 +349,54 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     else:
         assert (np.diff(values[:, 2]) > 1).all()  # frames the model could not take were dropped
         assert waited[1:].max() < 0.25, (latency, steps)  # at most a frame interval, whatever the step took
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_command_with_its_files_whole(tmp_path, weights, signum, status):
+    """``python -m visolo_fast segment`` on a live stream, stopped by SIGTERM (a service
+    manager's stop) as by Ctrl-C: the files of the frames done are closed and whole, and the
+    process ends killed by SIGTERM (or with status 130 for SIGINT)."""
+    if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.skip("SIGINT is ignored here, and so in the child (Python keeps an ignored SIGINT ignored)")
+    out, log = tmp_path / "out", tmp_path / "latency.csv"
+    # The real entry point, its step slowed to 0.3 s: the signal, sent 0.1 s after a frame's
+    # row, comes during a step (as it mostly does: the model's step is the run's time)
+    script = f"""
+import runpy, sys, time
+from visolo_fast import Tracker
+real_step = Tracker.step
+def step(self, frame):
+    result = real_step(self, frame)
+    time.sleep(0.3)
+    return result
+Tracker.step = step
+sys.argv = ["visolo_fast", "segment", sys.argv[1], "--every-frame", "--weights", {weights!r}, "--out", {str(out)!r},
+            "--latency-log", {str(log)!r}]
+runpy.run_module("visolo_fast", run_name="__main__")
+"""
+    with serve_mjpeg(stamped, fps=30, count=30 * 120) as camera, open(tmp_path / "stdout", "w") as stdout:
+        child = subprocess.Popen([sys.executable, "-c", script, camera.url], cwd=REPO, stdout=stdout,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while child.poll() is None and time.monotonic() < deadline and \
+                    (not log.exists() or len(log.read_text().splitlines()) < 4):
+                time.sleep(0.02)
+            time.sleep(0.1)
+            child.send_signal(signum)
+            assert child.wait(timeout=60) == status
+        finally:
+            if child.poll() is None:
+                child.kill()
+    printed = (tmp_path / "stdout").read_text()
+    rows = log.read_text().splitlines()[1:]
+    done = len(rows)
+    assert done >= 3 and f"interrupted after {done} frames" in printed, printed
+    assert all(len(row.split(",")) == 6 for row in rows)
+    assert len(read_video(str(out / "overlay.mp4"))) == done  # closed: its index (moov) written, every frame read back
+    entries = json.loads((out / "results.json").read_text())
+    assert entries and all(len(entry["segmentations"]) == done for entry in entries)
 
 
 def test_several_streams_go_through_one_engine_in_one_batch(tmp_path, weights, capsys, monkeypatch):

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -868,7 +869,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """While in it, SIGTERM stops a run as Ctrl-C does (a KeyboardInterrupt: the files of the
+    frames done are closed, valid); the list it gives holds the SIGTERMs received. Only the
+    first one interrupts: a second one, sent while the run closes its files, cannot cut that
+    short. The previous handler is back on the way out. Outside the main thread, where Python
+    cannot set a handler, it does nothing."""
+    received: list[int] = []
+
+    def handler(signum, _frame) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        # NB: None: a handler set outside Python, which cannot be put back; the default then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command line; returns its exit status: 0 done, 1 a dataset run with videos left,
+    2 an error, 130 stopped by Ctrl-C, 143 (128 + SIGTERM) stopped by SIGTERM, which is
+    handled as Ctrl-C (``python -m visolo_fast`` then ends by the signal itself)."""
     quiet_opencv()  # before the first video is opened: our one-line errors, not FFmpeg's and OpenCV's logs
     args = _parser().parse_args(argv)
     for cap in ("max_memory_frames", "max_lost_frames"):
@@ -876,11 +905,13 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, cap, None)  # the default there
     if getattr(args, "out", None):
         args.out = _tidy(args.out)
-    try:
-        return args.run(args)
-    except UserError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with _sigterm_as_ctrl_c() as terminated:
+        try:
+            status = args.run(args)
+        except UserError as exc:
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+            status = 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            status = 130
+    return 128 + signal.SIGTERM if terminated else status
