@@ -322,8 +322,11 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     steps = slow_step(monkeypatch, 0.15, stop_after=6)  # a model slower than the camera; Ctrl-C after 6 frames
     out, log = tmp_path / "out", tmp_path / "latency.csv"
     with serve_mjpeg(stamped, fps=30, count=30 * 120) as camera:  # stops by itself after 2 minutes
-        assert main(["segment", camera.url, "--weights", weights, "--out", str(out), "--latency-log", str(log),
-                     *(["--every-frame", "--queue-size", "64"] if every_frame else [])]) == 130
+        started = time.monotonic()
+        status = main(["segment", camera.url, "--weights", weights, "--out", str(out), "--latency-log", str(log),
+                       *(["--every-frame", "--queue-size", "64"] if every_frame else [])])
+        ended = time.monotonic()
+    assert status == 130
     printed = capsys.readouterr()
     mode = "every frame through a queue of 64" if every_frame else "newest frame: the others dropped"
     assert f"input: {camera.url} (live stream, {mode}, 72 x 128, 25 FPS)" in printed.out
@@ -334,11 +337,18 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     summary = next(line for line in printed.out.splitlines() if line.startswith("input ("))
     assert summary.startswith(f"input ({camera.url}): 6 frames processed, ") and "p50" in summary and "p99" in summary
     assert "dropped" in printed.err and "latency p50" in printed.err  # the progress line
-    # the outputs of the frames done, as for a file
-    assert len(read_video(str(out / "overlay.mp4"))) == 6
     rows = log.read_text().splitlines()
     assert rows[0] == "input,frame,source_frame,capture_s,result_s,latency_ms" and len(rows) == 7
     values = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
+    overlay = read_video(str(out / "overlay.mp4"))
+    if every_frame:  # the outputs of the frames done, as for a file
+        assert len(overlay) == 6
+    else:
+        # in real time (test_a_realtime_overlay_keeps_to_the_clock: which frame when): as long as
+        # the run from the first capture to the close of the files, which came after the last
+        # result and before main returned (capture_s counts from a start after `started`)
+        shortest, longest = values[-1, 4] - values[0, 3], ended - started - values[0, 3]
+        assert shortest - 1 / 25 <= len(overlay) / 25 <= longest + 1 / 25, (len(overlay), shortest, longest)
     assert list(values[:, 1]) == list(range(6))
     latency = values[:, 5] / 1000
     assert np.allclose(latency, values[:, 4] - values[:, 3], atol=1e-5) and (latency > 0).all()
@@ -397,6 +407,34 @@ runpy.run_module("visolo_fast", run_name="__main__")
     assert len(read_video(str(out / "overlay.mp4"))) == done  # closed: its index (moov) written, every frame read back
     entries = json.loads((out / "results.json").read_text())
     assert entries and all(len(entry["segmentations"]) == done for entry in entries)
+
+
+def test_a_realtime_overlay_keeps_to_the_clock(tmp_path):
+    """Frames captured 1.4 frame intervals apart (25 FPS) and shown in real time: overlay
+    frame j shows the newest frame captured by j / 25 s after the first (rounded), and the
+    rounding does not add up (frame by frame, 1.4 would round to 1: 29 frames where 41 are
+    due); the last frame is shown until the files close."""
+    import torch
+
+    from visolo_fast import FrameResult
+    from visolo_fast.io.outputs import RunOutputs
+
+    fps, frames, interval = 25.0, 30, 1.4 / 25
+    first = time.monotonic() - (frames - 1) * interval - 0.2  # the last frame was captured 0.2 s ago
+    outputs = RunOutputs(str(tmp_path), fps, (H, W), ["thing"], save_masks=False, realtime=True)
+    for k in range(frames):
+        none = FrameResult(k, torch.zeros(0, dtype=torch.int64), torch.zeros(0, H, W, dtype=torch.bool),
+                           torch.zeros(0, dtype=torch.int64), torch.zeros(0))
+        outputs.add(stamped(k), none, first + k * interval)
+    before = time.monotonic()
+    outputs.close(Tracker(lively_net(4)))
+    after = time.monotonic()
+    shown = [read_index(image) for image in read_video(outputs.overlay)]
+    due = [round(1.4 * k) for k in range(frames)]  # overlay frames before frame k's capture
+    assert round((before - first) * fps) <= len(shown) <= round((after - first) * fps)
+    assert shown == [max(k for k in range(frames) if due[k] <= j) for j in range(len(shown))]
+    with pytest.raises(ValueError, match="needs each frame's capture time"):
+        outputs.add(stamped(0), none)
 
 
 def test_several_streams_go_through_one_engine_in_one_batch(tmp_path, weights, capsys, monkeypatch):

@@ -365,7 +365,8 @@ def _run(model, sources: list[Source], args, class_names, out_dir: str, wake: th
             folder = out_dir if single else stack.enter_context(_output_folder(os.path.join(out_dir, str(number))))
             size = tuple(args.output_size) if args.output_size else tuple(source.size)
             inputs.append(_Input(number, source, vf.Tracker(engine, output_size=size),
-                                 RunOutputs(folder, source.fps, size, class_names, args.save_masks), LatencyStats()))
+                                 RunOutputs(folder, source.fps, size, class_names, args.save_masks,
+                                            realtime=source.live and not source.every_frame), LatencyStats()))
         latency_log = stack.enter_context(open(args.latency_log, "w", buffering=1)) if getattr(args, "latency_log", None) else None
         if latency_log:
             latency_log.write("input,frame,source_frame,capture_s,result_s,latency_ms\n")
@@ -423,7 +424,7 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
                     latency_log.write(f"{run.number},{result.index},{frame.index},{frame.time - t0:.6f},{now - t0:.6f},"
                                       f"{(now - frame.time) * 1000:.3f}\n")
                 try:
-                    run.outputs.add(frame.image, result)
+                    run.outputs.add(frame.image, result, frame.time)
                 except OSError as exc:
                     raise UserError(f"--out: {exc}; stopped there: {run.written()}") from None
             progress.update(status())
