@@ -191,6 +191,35 @@ def test_ctrl_c_keeps_the_frames_done(tmp_path, weights, video, monkeypatch, cap
     assert entries and all(len(e["segmentations"]) == 5 for e in entries)
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, weights, video, monkeypatch, capsys):
+    """SIGTERM at the 6th frame: the run stops there and closes its files (a second SIGTERM
+    while they close does not cut that short); main says 143, and leaves no handler behind."""
+    import signal
+
+    from visolo_fast.io.outputs import RunOutputs
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # visolo_fast is imported: it installed none
+    real_step, real_close = Tracker.step, RunOutputs.close
+
+    def step(self, frame):
+        if self.num_frames == 5:
+            signal.raise_signal(signal.SIGTERM)
+        return real_step(self, frame)
+
+    def close(self, tracker):
+        signal.raise_signal(signal.SIGTERM)
+        real_close(self, tracker)
+
+    monkeypatch.setattr(Tracker, "step", step)
+    monkeypatch.setattr(RunOutputs, "close", close)
+    assert main(["segment", video, "--weights", weights, "--out", str(tmp_path)]) == 143
+    assert "interrupted after 5 frames" in capsys.readouterr().out
+    assert len(read_video(str(tmp_path / "overlay.mp4"))) == 5
+    entries = json.load(open(tmp_path / "results.json"))
+    assert entries and all(len(e["segmentations"]) == 5 for e in entries)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 # What a user sees when something goes wrong: options refused before anything is opened or
 # made, runs that stop part-way saying what they leave, no C libraries' chatter, checkpoints.
 

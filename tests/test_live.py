@@ -3,7 +3,9 @@ read through visolo_fast.open_source and the CLI. Newest frame against every fra
 slow consumer, reconnection after the server restarts, sources that never open, several
 streams through one engine, latency."""
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -205,6 +207,59 @@ def test_low_delay_options_and_the_users_win(monkeypatch):
         assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "user_agent;theirs"
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:secret@10.1.2.3:8554/live", "rtsp://admin:***@10.1.2.3:8554/live"),
+    ("rtsp://alice:pa/ss@127.0.0.1:8556/live", "rtsp://alice:***@127.0.0.1:8556/live"),
+    ("rtsp://alice:pa#ss@cam/live", "rtsp://alice:***@cam/live"),
+    ("rtsp://alice:pa?ss@cam/live?channel=1", "rtsp://alice:***@cam/live?channel=1"),
+    ("RTSP://alice:p@ss@cam:554/live", "RTSP://alice:***@cam:554/live"),
+    ("rtsp://alice:p%40ss%@cam/live", "rtsp://alice:***@cam/live"),
+    ("rtsp://alice:secret@[::1]:9/live", "rtsp://alice:***@[::1]:9/live"),
+    ("rtsp://alice:secret@[::1]/live", "rtsp://alice:***@[::1]/live"),
+    ("rtsp://[::1]:9/live", "rtsp://[::1]:9/live"),
+    ("rtsp://cam/live", "rtsp://cam/live"),
+    ("http://cam/snap@2x.jpg", "http://cam/snap@2x.jpg"),  # an @ in the path, no userinfo
+    ("http://token@cam/snap@2x.jpg", "http://***@cam/snap@2x.jpg"),  # no ':': a token, hidden whole
+    ("rtsp://alice:pw@cam/a@b", "rtsp://alice:***@b"),  # user:pw@cam/a or user:pw@cam/a@b? the more is hidden
+    ("/dev/video0", "/dev/video0"),
+])
+def test_redact_hides_the_password_whatever_it_holds(url, shown):
+    assert redact(url) == shown
+
+
+def test_no_part_of_a_password_is_printed_sent_or_named(tmp_path, capsys):
+    """Passwords that urlsplit cuts short, to a closed port (the error line), to a server that
+    answers 404 (the request for the reason goes to the path after the host) and on a stream
+    that opens (its reader thread's name)."""
+    port, out = free_port(), ["--timeout", "2", "--out", str(tmp_path / "out")]
+
+    def said(capsys):  # the one line of stderr; nothing of the password anywhere
+        printed = capsys.readouterr()
+        assert "Zq" not in printed.out + printed.err and "9x" not in printed.out + printed.err, printed
+        lines = printed.err.splitlines()
+        assert len(lines) == 1, printed.err
+        return lines[0]
+
+    for password in ["Zq/9x", "Zq#9x", "Zq?9x", "Zq@9x", "Zq%409x%"]:
+        assert main(["segment", f"rtsp://alice:{password}@127.0.0.1:{port}/live", *out]) == 2
+        assert said(capsys) == (f"error: INPUT: cannot open rtsp://alice:***@127.0.0.1:{port}/live: connection "
+                                f"refused (127.0.0.1:{port}: no server there)")
+    assert main(["segment", f"rtsp://alice:Zq9x@[::1]:{port}/live", *out]) == 2
+    assert said(capsys) == (f"error: INPUT: cannot open rtsp://alice:***@[::1]:{port}/live: connection refused "
+                            f"(::1:{port}: no server there)")
+    with serve_mjpeg(stamped, fps=30, count=300) as camera:
+        other = f"http://alice:Zq/9x@127.0.0.1:{camera.port}/other.mjpg"
+        assert main(["segment", other, *out]) == 2
+        assert said(capsys) == (f"error: INPUT: cannot open http://alice:***@127.0.0.1:{camera.port}/other.mjpg: "
+                                f"not found (HTTP 404 Not Found)")
+        assert "GET /other.mjpg HTTP/1.0" in [request.splitlines()[0] for request in camera.requests]
+        with open_source(camera.url.replace("http://", "http://alice:Zq9x@")) as source:
+            names = [thread.name for thread in threading.enumerate() if thread.name.startswith("visolo_fast reader")]
+            assert names == [f"visolo_fast reader http://alice:***@127.0.0.1:{camera.port}/stream.mjpg"]
+            assert "Zq9x" in source.spec  # kept, to reopen the stream
+    assert not (tmp_path / "out").exists()
+
+
 def test_sources_that_never_open_fail_in_one_line_within_seconds(tmp_path):
     """As a user runs it (a fresh process, FFmpeg's logs as they are): one line naming the URL
     and the reason, in under 10 s, nothing else on stderr."""
@@ -271,8 +326,11 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     steps = slow_step(monkeypatch, 0.15, stop_after=6)  # a model slower than the camera; Ctrl-C after 6 frames
     out, log = tmp_path / "out", tmp_path / "latency.csv"
     with serve_mjpeg(stamped, fps=30, count=30 * 120) as camera:  # stops by itself after 2 minutes
-        assert main(["segment", camera.url, "--weights", weights, "--out", str(out), "--latency-log", str(log),
-                     *(["--every-frame", "--queue-size", "64"] if every_frame else [])]) == 130
+        started = time.monotonic()
+        status = main(["segment", camera.url, "--weights", weights, "--out", str(out), "--latency-log", str(log),
+                       *(["--every-frame", "--queue-size", "64"] if every_frame else [])])
+        ended = time.monotonic()
+    assert status == 130
     printed = capsys.readouterr()
     mode = "every frame through a queue of 64" if every_frame else "newest frame: the others dropped"
     assert f"input: {camera.url} (live stream, {mode}, 72 x 128, 25 FPS)" in printed.out
@@ -283,11 +341,18 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     summary = next(line for line in printed.out.splitlines() if line.startswith("input ("))
     assert summary.startswith(f"input ({camera.url}): 6 frames processed, ") and "p50" in summary and "p99" in summary
     assert "dropped" in printed.err and "latency p50" in printed.err  # the progress line
-    # the outputs of the frames done, as for a file
-    assert len(read_video(str(out / "overlay.mp4"))) == 6
     rows = log.read_text().splitlines()
     assert rows[0] == "input,frame,source_frame,capture_s,result_s,latency_ms" and len(rows) == 7
     values = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
+    overlay = read_video(str(out / "overlay.mp4"))
+    if every_frame:  # the outputs of the frames done, as for a file
+        assert len(overlay) == 6
+    else:
+        # in real time (test_a_realtime_overlay_keeps_to_the_clock: which frame when): as long as
+        # the run from the first capture to the close of the files, which came after the last
+        # result and before main returned (capture_s counts from a start after `started`)
+        shortest, longest = values[-1, 4] - values[0, 3], ended - started - values[0, 3]
+        assert shortest - 1 / 25 <= len(overlay) / 25 <= longest + 1 / 25, (len(overlay), shortest, longest)
     assert list(values[:, 1]) == list(range(6))
     latency = values[:, 5] / 1000
     assert np.allclose(latency, values[:, 4] - values[:, 3], atol=1e-5) and (latency > 0).all()
@@ -298,6 +363,82 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     else:
         assert (np.diff(values[:, 2]) > 1).all()  # frames the model could not take were dropped
         assert waited[1:].max() < 0.25, (latency, steps)  # at most a frame interval, whatever the step took
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_command_with_its_files_whole(tmp_path, weights, signum, status):
+    """``python -m visolo_fast segment`` on a live stream, stopped by SIGTERM (a service
+    manager's stop) as by Ctrl-C: the files of the frames done are closed and whole, and the
+    process ends killed by SIGTERM (or with status 130 for SIGINT)."""
+    if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.skip("SIGINT is ignored here, and so in the child (Python keeps an ignored SIGINT ignored)")
+    out, log = tmp_path / "out", tmp_path / "latency.csv"
+    # The real entry point, its step slowed to 0.3 s: the signal, sent 0.1 s after a frame's
+    # row, comes during a step (as it mostly does: the model's step is the run's time)
+    script = f"""
+import runpy, sys, time
+from visolo_fast import Tracker
+real_step = Tracker.step
+def step(self, frame):
+    result = real_step(self, frame)
+    time.sleep(0.3)
+    return result
+Tracker.step = step
+sys.argv = ["visolo_fast", "segment", sys.argv[1], "--every-frame", "--weights", {weights!r}, "--out", {str(out)!r},
+            "--latency-log", {str(log)!r}]
+runpy.run_module("visolo_fast", run_name="__main__")
+"""
+    with serve_mjpeg(stamped, fps=30, count=30 * 120) as camera, open(tmp_path / "stdout", "w") as stdout:
+        child = subprocess.Popen([sys.executable, "-c", script, camera.url], cwd=REPO, stdout=stdout,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while child.poll() is None and time.monotonic() < deadline and \
+                    (not log.exists() or len(log.read_text().splitlines()) < 4):
+                time.sleep(0.02)
+            time.sleep(0.1)
+            child.send_signal(signum)
+            assert child.wait(timeout=60) == status
+        finally:
+            if child.poll() is None:
+                child.kill()
+    printed = (tmp_path / "stdout").read_text()
+    rows = log.read_text().splitlines()[1:]
+    done = len(rows)
+    assert done >= 3 and f"interrupted after {done} frames" in printed, printed
+    assert all(len(row.split(",")) == 6 for row in rows)
+    assert len(read_video(str(out / "overlay.mp4"))) == done  # closed: its index (moov) written, every frame read back
+    entries = json.loads((out / "results.json").read_text())
+    assert entries and all(len(entry["segmentations"]) == done for entry in entries)
+
+
+def test_a_realtime_overlay_keeps_to_the_clock(tmp_path):
+    """Frames captured 1.4 frame intervals apart (25 FPS) and shown in real time: overlay
+    frame j shows the newest frame captured by j / 25 s after the first (rounded), and the
+    rounding does not add up (frame by frame, 1.4 would round to 1: 29 frames where 41 are
+    due); the last frame is shown until the files close."""
+    import torch
+
+    from visolo_fast import FrameResult
+    from visolo_fast.io.outputs import RunOutputs
+
+    fps, frames, interval = 25.0, 30, 1.4 / 25
+    first = time.monotonic() - (frames - 1) * interval - 0.2  # the last frame was captured 0.2 s ago
+    outputs = RunOutputs(str(tmp_path), fps, (H, W), ["thing"], save_masks=False, realtime=True)
+    for k in range(frames):
+        none = FrameResult(k, torch.zeros(0, dtype=torch.int64), torch.zeros(0, H, W, dtype=torch.bool),
+                           torch.zeros(0, dtype=torch.int64), torch.zeros(0))
+        outputs.add(stamped(k), none, first + k * interval)
+    before = time.monotonic()
+    outputs.close(Tracker(lively_net(4)))
+    after = time.monotonic()
+    shown = [read_index(image) for image in read_video(outputs.overlay)]
+    due = [round(1.4 * k) for k in range(frames)]  # overlay frames before frame k's capture
+    assert round((before - first) * fps) <= len(shown) <= round((after - first) * fps)
+    assert shown == [max(k for k in range(frames) if due[k] <= j) for j in range(len(shown))]
+    with pytest.raises(ValueError, match="needs each frame's capture time"):
+        outputs.add(stamped(0), none)
 
 
 def test_several_streams_go_through_one_engine_in_one_batch(tmp_path, weights, capsys, monkeypatch):

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -364,7 +365,8 @@ def _run(model, sources: list[Source], args, class_names, out_dir: str, wake: th
             folder = out_dir if single else stack.enter_context(_output_folder(os.path.join(out_dir, str(number))))
             size = tuple(args.output_size) if args.output_size else tuple(source.size)
             inputs.append(_Input(number, source, vf.Tracker(engine, output_size=size),
-                                 RunOutputs(folder, source.fps, size, class_names, args.save_masks), LatencyStats()))
+                                 RunOutputs(folder, source.fps, size, class_names, args.save_masks,
+                                            realtime=source.live and not source.every_frame), LatencyStats()))
         latency_log = stack.enter_context(open(args.latency_log, "w", buffering=1)) if getattr(args, "latency_log", None) else None
         if latency_log:
             latency_log.write("input,frame,source_frame,capture_s,result_s,latency_ms\n")
@@ -422,7 +424,7 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
                     latency_log.write(f"{run.number},{result.index},{frame.index},{frame.time - t0:.6f},{now - t0:.6f},"
                                       f"{(now - frame.time) * 1000:.3f}\n")
                 try:
-                    run.outputs.add(frame.image, result)
+                    run.outputs.add(frame.image, result, frame.time)
                 except OSError as exc:
                     raise UserError(f"--out: {exc}; stopped there: {run.written()}") from None
             progress.update(status())
@@ -868,7 +870,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """While in it, SIGTERM stops a run as Ctrl-C does (a KeyboardInterrupt: the files of the
+    frames done are closed, valid); the list it gives holds the SIGTERMs received. Only the
+    first one interrupts: a second one, sent while the run closes its files, cannot cut that
+    short. The previous handler is back on the way out. Outside the main thread, where Python
+    cannot set a handler, it does nothing."""
+    received: list[int] = []
+
+    def handler(signum, _frame) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        # NB: None: a handler set outside Python, which cannot be put back; the default then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command line; returns its exit status: 0 done, 1 a dataset run with videos left,
+    2 an error, 130 stopped by Ctrl-C, 143 (128 + SIGTERM) stopped by SIGTERM, which is
+    handled as Ctrl-C (``python -m visolo_fast`` then ends by the signal itself)."""
     quiet_opencv()  # before the first video is opened: our one-line errors, not FFmpeg's and OpenCV's logs
     args = _parser().parse_args(argv)
     for cap in ("max_memory_frames", "max_lost_frames"):
@@ -876,11 +906,13 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, cap, None)  # the default there
     if getattr(args, "out", None):
         args.out = _tidy(args.out)
-    try:
-        return args.run(args)
-    except UserError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with _sigterm_as_ctrl_c() as terminated:
+        try:
+            status = args.run(args)
+        except UserError as exc:
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+            status = 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            status = 130
+    return 128 + signal.SIGTERM if terminated else status

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -63,18 +62,53 @@ def ffmpeg_options(url: str, rtsp_transport: str = "tcp", timeout: float = DEFAU
         pairs = [item.split(";", 1) for item in os.environ[_ENV].split("|") if item]
         return {key: value for key, value in (p + [""] if len(p) == 1 else p for p in pairs)}
     options = {"flags": "low_delay", "analyzeduration": str(int(timeout * 1e6)), "probesize": str(PROBE_BYTES)}
-    if urlsplit(url).scheme.lower() in ("rtsp", "rtsps"):
+    if url.lower().startswith(("rtsp://", "rtsps://")):
         options["rtsp_transport"] = rtsp_transport
     return options
 
 
+class _Url(NamedTuple):
+    """A URL cut as ``scheme://userinfo@host/rest``."""
+
+    scheme: str  # lower case
+    userinfo: str | None  # None: no ``@``
+    host: str  # with its port, as written (an IPv6 address in its brackets)
+    rest: str  # the path, query and fragment, from the first /, ? or # after the host
+
+
+def _split_url(url: str) -> _Url | None:
+    """``url`` cut into its parts, None if it is not ``scheme://...``; cut on the string, not
+    by :func:`urllib.parse.urlsplit`, so that a password holding an unencoded ``/``, ``?``,
+    ``#`` or ``@`` stays in the userinfo.
+
+    The userinfo ends at the URL's last ``@``, unless a ``/`` comes before any ``:``
+    (``http://host/snap@2x.jpg``: a host, then a path; not ``user:password``): then at the
+    last ``@`` before that ``/``, if any. When in doubt it takes too much, never too little:
+    in ``rtsp://user:pw@host/a@b`` the userinfo is ``user:pw@host/a``.
+    """
+    match = _URL.match(url)
+    if match is None:
+        return None
+    after = url[match.end():]
+    slash, colon = after.find("/"), after.find(":")
+    end = slash if slash >= 0 and not 0 <= colon < slash else len(after)
+    at = after.rfind("@", 0, end)
+    userinfo, place = (after[:at], after[at + 1:]) if at >= 0 else (None, after)
+    host = re.match(r"[^/?#]*", place).group()
+    return _Url(url[:match.end() - 3].lower(), userinfo, host, place[len(host):])
+
+
 def redact(url: str) -> str:
-    """``url`` without its password (``rtsp://user:***@host/...``), for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` without its password, for messages, logs and thread names:
+    ``rtsp://user:***@host/...``; a userinfo without ``:`` (a token, or a user name alone) is
+    hidden whole (``rtsp://***@host/...``). Whatever the password holds (``/``, ``#``, ``?``,
+    ``@``, ``%``), none of it is kept; the host is kept as written (``[::1]:8554``). Not a URL,
+    or no ``@``: ``url`` as it is."""
+    parts = _split_url(url)
+    if parts is None or parts.userinfo is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user, colon, _ = parts.userinfo.partition(":")
+    return f"{url[:url.index('://') + 3]}{user + ':***' if colon else '***'}@{parts.host}{parts.rest}"
 
 
 class Source:
@@ -624,14 +658,16 @@ def _open_file_url(url: str, timeout: float) -> cv2.VideoCapture:
 def _why_not(url: str, timeout: float) -> str:
     """Why FFmpeg could not open ``url``, in a few words: found by connecting to it (and, for
     HTTP and RTSP, asking for it) once."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    parts = _split_url(url)
+    scheme = parts.scheme
     if scheme in ("udp", "rtp"):
         return "timed out: no packets came (is the sender running and sending to this port?)"
-    try:
-        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError as exc:
-        return f"not a valid URL ({exc})"
+    # NB: the host as _split_url cut it: with urlsplit, a password holding a / became a host and port
+    place = re.fullmatch(r"(?:\[(?P<v6>[^\]]*)\]|(?P<name>[^:\[\]]*))(?::(?P<port>\d{0,5}))?", parts.host)
+    if place is None or (place["port"] and not 0 < int(place["port"]) < 65536):
+        return f"not a valid URL ({parts.host!r} is not a host or host:port)"
+    host = place["v6"] if place["v6"] is not None else place["name"]
+    port = int(place["port"]) if place["port"] else _DEFAULT_PORTS.get(scheme)
     if not host or not port or scheme == "srt":
         return "FFmpeg cannot open it (no such stream, or a protocol or format it does not read)"
     try:
@@ -650,10 +686,9 @@ def _why_not(url: str, timeout: float) -> str:
             if scheme in ("https", "rtsps"):
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
             if scheme in ("http", "https"):
-                target = parts.path or "/"
-                if parts.query:
-                    target += "?" + parts.query
-                sock.sendall(f"GET {target} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: visolo_fast\r\n\r\n".encode())
+                target = parts.rest.partition("#")[0]
+                target = target if target.startswith("/") else "/" + target
+                sock.sendall(f"GET {target} HTTP/1.0\r\nHost: {parts.host}\r\nUser-Agent: visolo_fast\r\n\r\n".encode())
             elif scheme in ("rtsp", "rtsps"):
                 sock.sendall(f"DESCRIBE {redact(url)} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
                              f"User-Agent: visolo_fast\r\n\r\n".encode())
@@ -673,7 +708,7 @@ def _why_not(url: str, timeout: float) -> str:
         if number == 404:
             return f"not found ({text})"
         if number in (401, 403):
-            credentials = "wrong user or password?" if parts.username else "the server wants user:password@ in the URL"
+            credentials = "wrong user or password?" if parts.userinfo else "the server wants user:password@ in the URL"
             return f"{text} ({credentials})"
         if number >= 400:
             return text

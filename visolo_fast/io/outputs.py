@@ -2,6 +2,13 @@
 ``overlay.mp4`` (the frames with the tracks drawn), ``results.json`` (YouTube-VIS results of
 the video) and, if asked, ``masks/NNNNNN.png`` (pixel = track id + 1).
 
+The overlay holds one frame per processed frame, at the source's frame rate: the video's own
+time for a file, a folder, a pipe or a live source read frame by frame. A live source read
+newest frame first drops frames, so its overlay is in real time instead: each processed
+frame is shown from its capture to the next one's (repeated at the source's frame rate), the
+last one until the files are closed; the overlay lasts as long as the run did from its
+first capture.
+
 A folder holds one run's files: the first finished frame of a run replaces those of an
 earlier run. Mask PNGs carry a text chunk that marks them as ours, so that only files this
 package wrote are ever removed; files of other names are left alone.
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -77,12 +85,18 @@ class RunOutputs:
     folder as it was); then the earlier run's mask PNGs go (``removed`` counts them), the
     overlay is opened and ``masks/`` made. :meth:`close` closes the overlay and writes
     ``results.json``.
+
+    ``realtime`` (a live source, newest frame): the overlay follows the wall clock. A frame's
+    overlay image is written when the next frame comes (or at :meth:`close`), as many times
+    as bring the overlay to ``round((capture - first capture) * fps)`` frames: counted from
+    the first capture, not frame by frame, so that rounding never adds up. A frame shown
+    for less than a frame interval may be left out; the last one is written once at least.
     """
 
     def __init__(self, out_dir: str, fps: float, size: tuple[int, int], class_names: Sequence[str],
-                 save_masks: bool):
+                 save_masks: bool, realtime: bool = False):
         self.out_dir, self.fps, self.size = out_dir, fps, tuple(size)
-        self.class_names, self.save_masks = class_names, save_masks
+        self.class_names, self.save_masks, self.realtime = class_names, save_masks, realtime
         self.overlay = os.path.join(out_dir, OVERLAY)
         self.results = os.path.join(out_dir, RESULTS)
         self.masks = os.path.join(out_dir, MASKS)
@@ -90,6 +104,8 @@ class RunOutputs:
         self.notes: set[str] = set()
         self._writer: VideoWriter | None = None
         self._recorder = ResultsRecorder()
+        self._shown: np.ndarray | None = None  # realtime: the last overlay image, written when the next comes
+        self._first = 0.0  # realtime: the first frame's capture time
 
     def _start(self) -> None:
         """Clears the earlier run's files that this run would not replace, opens the overlay."""
@@ -103,9 +119,12 @@ class RunOutputs:
         if self.save_masks:
             os.makedirs(self.masks, exist_ok=True)
 
-    def add(self, frame: np.ndarray, result) -> None:
-        """A finished frame: ``frame`` (uint8 [h, w, 3] RGB, resized to ``size`` if it is not)
-        and its :class:`visolo_fast.FrameResult`."""
+    def add(self, frame: np.ndarray, result, captured: float | None = None) -> None:
+        """A finished frame: ``frame`` (uint8 [h, w, 3] RGB, resized to ``size`` if it is not),
+        its :class:`visolo_fast.FrameResult` and, for a ``realtime`` overlay, its capture time
+        (``time.monotonic()``, :attr:`visolo_fast.Frame.time`)."""
+        if self.realtime and captured is None:
+            raise ValueError("RunOutputs.add: a realtime overlay needs each frame's capture time")
         if self._writer is None:
             self._start()
         if frame.shape[:2] != self.size:
@@ -113,8 +132,15 @@ class RunOutputs:
 
             frame = np.asarray(Image.fromarray(frame).resize((self.size[1], self.size[0]), Image.BILINEAR))
         masks, track_ids = result.masks.cpu().numpy(), result.track_ids.tolist()
-        self._writer.write(draw_overlay(frame, masks, track_ids, result.labels.tolist(), result.scores.tolist(),
-                                        self.class_names))
+        image = draw_overlay(frame, masks, track_ids, result.labels.tolist(), result.scores.tolist(), self.class_names)
+        if not self.realtime:
+            self._writer.write(image)
+        else:
+            if self._shown is None:
+                self._first = captured
+            else:
+                self._show_until(captured)
+            self._shown = image
         self._recorder.add(result)
         if self.save_masks:
             save_mask_png(os.path.join(self.masks, f"{result.index:06d}.png"), track_ids, masks, self.size)
@@ -125,10 +151,19 @@ class RunOutputs:
         the :class:`visolo_fast.Tracker` that made the frames); nothing if no frame was added."""
         if self._writer is None:
             return
+        if self._shown is not None:
+            self._show_until(time.monotonic(), at_least=1)  # the last frame: until now
         self._writer.close()
         self.notes |= self._writer.notes
         with open(self.results, "w") as f:
             json.dump(self._recorder.results(tracker, video_id=1), f)
+
+    def _show_until(self, until: float, at_least: int = 0) -> None:
+        """Realtime: writes the last overlay image as many times (``at_least`` or more) as bring
+        the overlay to ``until``, a ``time.monotonic()``."""
+        times = max(at_least, round((until - self._first) * self.fps) - self._writer.frames)
+        if times > 0:
+            self._writer.write(self._shown, times)
 
     def files(self) -> str:
         """The files written, for messages: ``OUT/overlay.mp4, OUT/results.json and OUT/masks/``."""

@@ -257,14 +257,17 @@ class VideoWriter:
             raise OSError(f"cannot write the video {path} (OpenCV VideoWriter, mp4v)")
         self.frames = 0
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, times: int = 1) -> None:
+        """Writes ``rgb`` as the next ``times`` frames (converted once)."""
         if rgb.shape[:2] != self.size:
             raise ValueError(f"VideoWriter: frames of {self.path} are {self.size[0]} x {self.size[1]}, "
                              f"got {rgb.shape[0]} x {rgb.shape[1]}")
         if any(self._pad):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        self.frames += 1
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        for _ in range(times):
+            self._writer.write(bgr)
+        self.frames += times
 
     def close(self) -> None:
         if self._writer is None:
