@@ -193,7 +193,7 @@ def test_a_stream_that_does_not_come_back_fails_naming_it():
 
 def test_low_delay_options_and_the_users_win(monkeypatch):
     monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
-    probe = {"flags": "low_delay", "analyzeduration": "12000000", "probesize": str(32 << 20)}
+    probe = {"flags": "low_delay", "analyzeduration": "12000000", "probesize": str(32 << 20), "fpsprobesize": "0"}
     assert ffmpeg_options("rtsp://cam/1") == {**probe, "rtsp_transport": "tcp"}
     assert ffmpeg_options("rtsp://cam/1", "udp", timeout=3) == {**probe, "analyzeduration": "3000000", "rtsp_transport": "udp"}
     assert ffmpeg_options("http://cam/1") == probe  # no fflags nobuffer: it throws the first keyframe away

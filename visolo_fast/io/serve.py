@@ -12,6 +12,7 @@ it holds, and how far behind the camera it is.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -62,11 +63,15 @@ class MjpegServer:
 
     ``times[i]`` is the time (``time.monotonic()``) frame i was made; ``made`` is the number
     of frames made so far; ``requests`` holds each client's request (its head, as sent).
+
+    What goes wrong with real cameras, on request: :meth:`pause` freezes the stream (the
+    connections stay open, nothing is sent) until :meth:`resume`; ``per_client`` frames at
+    most are sent to each client, which then gets nothing more on a connection kept open.
     """
 
     def __init__(self, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
                  count: int | None = None, host: str = "127.0.0.1", port: int = 0, path: str = "/stream.mjpg",
-                 quality: int = 90):
+                 quality: int = 90, per_client: int | None = None):
         """
         Args:
             frames: uint8 RGB [H, W, 3] frames, served in turn (and again from the first, up to
@@ -74,6 +79,8 @@ class MjpegServer:
             fps: frames made a second.
             count: frames made in all (default: ``len(frames)``; needed with a function).
             port: 0 for a free one; a port given is reused at once (a server restarted on it).
+            per_client: frames sent to a client at most (None: all), then its connection is
+                held open and silent.
         """
         if count is None:
             if callable(frames):
@@ -83,6 +90,9 @@ class MjpegServer:
             raise ValueError(f"MjpegServer: need count >= 1 and fps > 0, got count={count}, fps={fps}")
         self._frame = frames if callable(frames) else (lambda i: frames[i % len(frames)])
         self.fps, self.count, self.path, self.quality = float(fps), int(count), path, int(quality)
+        self.per_client = per_client
+        self._running = threading.Event()
+        self._running.set()
         self.times: list[float] = []
         self.requests: list[str] = []
         self._latest: tuple[int, bytes] | None = None
@@ -155,8 +165,14 @@ class MjpegServer:
                 conn.sendall(b"HTTP/1.0 200 OK\r\nCache-Control: no-cache\r\n"
                              b"Content-Type: multipart/x-mixed-replace; boundary=" + _BOUNDARY + b"\r\n\r\n")
                 conn.settimeout(None)
-                sent = -1
+                sent, frames = -1, 0
                 while True:
+                    if self.per_client is not None and frames >= self.per_client:
+                        self._stop.wait()  # held open, silent
+                        return
+                    while not self._running.wait(0.1):  # paused: held open, silent
+                        if self._stop.is_set():
+                            return
                     with self._cond:
                         while not self._stop.is_set() and not self._done and (self._latest is None or self._latest[0] == sent):
                             self._cond.wait(0.1)
@@ -165,8 +181,17 @@ class MjpegServer:
                         sent, data = self._latest
                     conn.sendall(b"--" + _BOUNDARY + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                  + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
+                    frames += 1
             except OSError:  # the client went away, or close() shut the connection
                 return
+
+    def pause(self) -> None:
+        """Freezes the stream: no client is sent anything (their connections stay open)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        """Ends :meth:`pause`: each client is sent the newest frame again."""
+        self._running.set()
 
     def close(self) -> None:
         """Stops making frames and closes every connection (at once: clients see the stream drop)."""
@@ -198,28 +223,36 @@ def serve_mjpeg(frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps:
 
 
 class UdpCamera:
-    """Generated frames sent as H.264 (x264, zerolatency, a key frame a second) in MPEG-TS
-    over UDP to ``url`` (``udp://127.0.0.1:PORT``, a free port), as an encoder box does:
-    the frames are piped into ffmpeg on the camera's clock, ``fps`` a second, ``count`` in
-    all, then it stops by itself. ``times[i]``: when frame i was handed to ffmpeg.
+    """Generated frames sent as H.264 (x264, zerolatency, a keyframe every ``keyframes``
+    seconds) in MPEG-TS over UDP to ``url`` (``udp://127.0.0.1:PORT``, a free port unless
+    ``port`` is given), as an encoder box does: the frames are piped into ffmpeg on the
+    camera's clock, ``fps`` a second, ``count`` in all, then it stops by itself. ``times[i]``:
+    when frame i was handed to ffmpeg. :meth:`pause` freezes the encoder (SIGSTOP), as a
+    server that hangs, until :meth:`resume`.
 
-    Needs an ffmpeg binary: imageio-ffmpeg's (``pip install imageio-ffmpeg``).
+    Needs an ffmpeg binary: ``ffmpeg`` (a path), else imageio-ffmpeg's (``pip install
+    imageio-ffmpeg``).
     """
 
     def __init__(self, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
-                 count: int | None = None):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+                 count: int | None = None, keyframes: float = 1.0, port: int | None = None, ffmpeg: str | None = None):
+        if port is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        self.port = port
         self.url = f"udp://127.0.0.1:{self.port}"
-        self._start(frames, fps, count, ["-f", "mpegts", f"{self.url}?pkt_size=1316"])
+        self._start(frames, fps, count, ["-f", "mpegts", f"{self.url}?pkt_size=1316"], keyframes, ffmpeg)
 
-    def _start(self, frames, fps: float, count: int | None, output: list[str]) -> None:
+    def _start(self, frames, fps: float, count: int | None, output: list[str], keyframes: float,
+               ffmpeg: str | None) -> None:
         """Starts ffmpeg, encoding to ``output``, and the thread that feeds it the frames."""
-        try:
-            import imageio_ffmpeg
-        except ImportError:
-            raise ImportError(f"{type(self).__name__} needs an ffmpeg binary: pip install imageio-ffmpeg") from None
+        if ffmpeg is None:
+            try:
+                import imageio_ffmpeg
+            except ImportError:
+                raise ImportError(f"{type(self).__name__} needs an ffmpeg binary: pip install imageio-ffmpeg") from None
+            ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
         if count is None:
             if callable(frames):
                 raise ValueError(f"{type(self).__name__}: count is needed when frames is a function")
@@ -230,9 +263,9 @@ class UdpCamera:
         self._stop = threading.Event()
         h, w = self._frame(0).shape[:2]
         self._process = subprocess.Popen(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
+            [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
              "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264",
-             "-preset", "ultrafast", "-tune", "zerolatency", "-g", f"{max(1, round(self.fps))}", "-crf", "20",
+             "-preset", "ultrafast", "-tune", "zerolatency", "-g", f"{max(1, round(self.fps * keyframes))}", "-crf", "20",
              "-pix_fmt", "yuv420p", *output],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._thread = threading.Thread(target=self._feed, name="ffmpeg-camera", daemon=True)
@@ -260,9 +293,19 @@ class UdpCamera:
             except OSError:
                 pass
 
+    def pause(self) -> None:
+        """Freezes the encoder (SIGSTOP): nothing is sent, as from a server that hangs."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Ends :meth:`pause` (SIGCONT)."""
+        self._process.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
         """Stops sending and ends ffmpeg."""
         self._stop.set()
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)  # paused: its input would never drain
         self._thread.join(timeout=5.0)
         try:
             self._process.wait(timeout=5.0)
@@ -288,7 +331,7 @@ class RtspCamera(UdpCamera):
     """
 
     def __init__(self, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
-                 count: int | None = None, path: str = "/live"):
+                 count: int | None = None, path: str = "/live", keyframes: float = 1.0, ffmpeg: str | None = None):
         import tempfile
 
         self._rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -315,7 +358,7 @@ class RtspCamera(UdpCamera):
         self._sdp_dir = tempfile.mkdtemp(prefix="visolo_fast_rtsp_")
         self._sdp_path = os.path.join(self._sdp_dir, "stream.sdp")
         self._start(frames, fps, count, ["-f", "rtp", "-sdp_file", self._sdp_path,
-                                         f"rtp://127.0.0.1:{rtp_port}?pkt_size=1200"])
+                                         f"rtp://127.0.0.1:{rtp_port}?pkt_size=1200"], keyframes, ffmpeg)
         self._servers = [threading.Thread(target=self._relay, name="rtsp-relay", daemon=True),
                          threading.Thread(target=self._accept, name="rtsp-accept", daemon=True)]
         for thread in self._servers:
