@@ -369,6 +369,38 @@ def test_an_odd_frame_size_is_kept(tmp_path, weights, capsys):
             assert np.abs(a[-1].astype(int) - b[-1]).mean() < 12 and np.abs(a[:, -1].astype(int) - b[:, -1]).mean() < 12
 
 
+def test_frame_times_need_the_index_last(tmp_path):
+    """An mp4 whose index (moov) comes before its media data (FFmpeg's faststart) cannot grow
+    it in place: Mp4Error, the file unchanged. So with the times of other frames than the
+    file's; times that do not increase are the caller's mistake (ValueError)."""
+    import av
+
+    from visolo_fast.io.mp4 import Mp4Error, set_frame_times
+
+    first = tmp_path / "first.mp4"
+    with av.open(str(first), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for frame in sample_frames(3, H, W):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    before = first.read_bytes()
+    with pytest.raises(Mp4Error, match="the moov box is not the file's last box"):
+        set_frame_times(str(first), [0, 0.1, 0.2, 0.3])
+    assert first.read_bytes() == before
+    last = tmp_path / "last.mp4"
+    writer = VideoWriter(str(last), 25.0, (H, W))
+    for frame in sample_frames(3, H, W):
+        writer.write(frame)
+    writer.close()
+    before = last.read_bytes()
+    with pytest.raises(Mp4Error, match="the video holds 3 frames, given the times of 2"):
+        set_frame_times(str(last), [0, 0.1, 0.2])
+    with pytest.raises(ValueError, match="the times must increase"):
+        set_frame_times(str(last), [0, 0.1, 0.1, 0.3])
+    assert last.read_bytes() == before
+
+
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["demo", "--frames", "1", "--device", "cuda", "--out", str(tmp_path / "d")]) == 2
