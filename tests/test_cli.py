@@ -369,6 +369,97 @@ def test_an_odd_frame_size_is_kept(tmp_path, weights, capsys):
             assert np.abs(a[-1].astype(int) - b[-1]).mean() < 12 and np.abs(a[:, -1].astype(int) - b[:, -1]).mean() < 12
 
 
+@pytest.mark.parametrize("height, width", [(72, 128), (61, 81)])
+def test_each_frame_lasts_its_own_time(tmp_path, height, width):
+    """A video written with each frame's time (a variable frame rate, as a live overlay is)
+    reads back with PyAV with each frame starting at its time, to half a tick of the track's
+    timescale, and lasting until the end given; OpenCV reads every frame, at the frames' size
+    (an odd one declared as well: both rewrites of the file's index hold together). Steps of
+    1/30 s are not whole ticks (12800 a second at 25 FPS): rounded frame by frame, they would
+    drift by a third of a tick a frame."""
+    import av
+
+    starts = [0.0, 0.04, 0.5, 0.513, 2.0, 2.05, 2.1, 2.15] + [3 + k / 30 for k in range(40)]
+    end = starts[-1] + 0.7
+    frames = sample_frames(len(starts), height, width)
+    base = 1234.5678  # on the clock of capture times: the video starts at the first frame's
+    path = str(tmp_path / "timed.mp4")
+    writer = VideoWriter(path, 25.0, (height, width))
+    for frame, start in zip(frames, starts):
+        writer.write(frame, base + start)
+    writer.close(base + end)
+    assert not writer.notes
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        tick = float(stream.time_base)
+        decoded = list(container.decode(stream))
+        assert abs(stream.duration * tick - end) <= tick / 2
+        assert abs(container.duration / av.time_base - end) <= 1e-3  # the movie's timescale: 1000 a second
+    assert tick == 1 / 12800
+    assert np.abs(np.array([frame.time for frame in decoded]) - starts).max() <= tick / 2
+    assert {(frame.height, frame.width) for frame in decoded} == {(height, width)}
+    back = [cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for image in read_video(path)]
+    assert len(back) == len(frames) and back[0].shape == (height, width, 3)
+    for a, b in zip(frames, back):  # each frame once, in order (mp4v is lossy)
+        assert np.abs(a.astype(int) - b).mean() < 8
+    with pytest.raises(ValueError, match="its time, or none"):
+        other = VideoWriter(str(tmp_path / "mixed.mp4"), 25.0, (height, width))
+        other.write(frames[0], 0.0)
+        other.write(frames[1])
+
+
+def test_frame_times_that_cannot_be_written_leave_the_frame_rate(tmp_path):
+    """A last frame shown for 4 days is more ticks (12800 a second) than the 32-bit durations of
+    OpenCV's file hold: the video keeps its frame rate, whole, and the notes say so."""
+    import av
+
+    path = str(tmp_path / "long.mp4")
+    writer = VideoWriter(path, 25.0, (H, W))
+    for k, frame in enumerate(sample_frames(3, H, W)):
+        writer.write(frame, 0.1 * k)
+    writer.close(0.2 + 4 * 86400)
+    assert len(writer.notes) == 1
+    assert next(iter(writer.notes)).startswith(f"{path} plays at 25 frames a second, not at the frames' own times "
+                                               f"(its index could not be rewritten: a duration of ")
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        assert [frame.time for frame in container.decode(stream)] == [0, 0.04, 0.08]
+        assert float(stream.duration * stream.time_base) == 0.12
+    assert len(read_video(path)) == 3
+
+
+def test_frame_times_need_the_index_last(tmp_path):
+    """An mp4 whose index (moov) comes before its media data (FFmpeg's faststart) cannot grow
+    it in place: Mp4Error, the file unchanged. So with the times of other frames than the
+    file's; times that do not increase are the caller's mistake (ValueError)."""
+    import av
+
+    from visolo_fast.io.mp4 import Mp4Error, set_frame_times
+
+    first = tmp_path / "first.mp4"
+    with av.open(str(first), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for frame in sample_frames(3, H, W):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    before = first.read_bytes()
+    with pytest.raises(Mp4Error, match="the moov box is not the file's last box"):
+        set_frame_times(str(first), [0, 0.1, 0.2, 0.3])
+    assert first.read_bytes() == before
+    last = tmp_path / "last.mp4"
+    writer = VideoWriter(str(last), 25.0, (H, W))
+    for frame in sample_frames(3, H, W):
+        writer.write(frame)
+    writer.close()
+    before = last.read_bytes()
+    with pytest.raises(Mp4Error, match="the video holds 3 frames, given the times of 2"):
+        set_frame_times(str(last), [0, 0.1, 0.2])
+    with pytest.raises(ValueError, match="the times must increase"):
+        set_frame_times(str(last), [0, 0.1, 0.1, 0.3])
+    assert last.read_bytes() == before
+
+
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["demo", "--frames", "1", "--device", "cuda", "--out", str(tmp_path / "d")]) == 2

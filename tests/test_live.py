@@ -344,15 +344,22 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     rows = log.read_text().splitlines()
     assert rows[0] == "input,frame,source_frame,capture_s,result_s,latency_ms" and len(rows) == 7
     values = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
-    overlay = read_video(str(out / "overlay.mp4"))
-    if every_frame:  # the outputs of the frames done, as for a file
-        assert len(overlay) == 6
-    else:
-        # in real time (test_a_realtime_overlay_keeps_to_the_clock: which frame when): as long as
-        # the run from the first capture to the close of the files, which came after the last
-        # result and before main returned (capture_s counts from a start after `started`)
+    assert len(read_video(str(out / "overlay.mp4"))) == 6  # the outputs of the frames done, each once
+    if not every_frame:
+        # in real time (test_a_realtime_overlay_keeps_to_the_clock): each frame from its capture,
+        # to a tick (the log's times: to a microsecond); as long as the run from the first
+        # capture to the close of the files, which came after the last result and before main
+        # returned (capture_s counts from a start after `started`)
+        import av
+
+        with av.open(str(out / "overlay.mp4")) as container:
+            stream = container.streams.video[0]
+            tick = float(stream.time_base)
+            starts = np.array([frame.time for frame in container.decode(stream)])
+            duration = stream.duration * tick
+        assert np.abs(starts - (values[:, 3] - values[0, 3])).max() <= tick / 2 + 1e-6, (starts, values[:, 3])
         shortest, longest = values[-1, 4] - values[0, 3], ended - started - values[0, 3]
-        assert shortest - 1 / 25 <= len(overlay) / 25 <= longest + 1 / 25, (len(overlay), shortest, longest)
+        assert shortest - tick <= duration <= longest + tick, (duration, shortest, longest)
     assert list(values[:, 1]) == list(range(6))
     latency = values[:, 5] / 1000
     assert np.allclose(latency, values[:, 4] - values[:, 3], atol=1e-5) and (latency > 0).all()
@@ -414,29 +421,37 @@ runpy.run_module("visolo_fast", run_name="__main__")
 
 
 def test_a_realtime_overlay_keeps_to_the_clock(tmp_path):
-    """Frames captured 1.4 frame intervals apart (25 FPS) and shown in real time: overlay
-    frame j shows the newest frame captured by j / 25 s after the first (rounded), and the
-    rounding does not add up (frame by frame, 1.4 would round to 1: 29 frames where 41 are
-    due); the last frame is shown until the files close."""
+    """Frames captured at uneven times (0.1 to 5 frame intervals apart at 25 FPS) and shown in
+    real time: the overlay holds each frame once, in order, shown from its capture (counted
+    from the first, to half a tick of the video's timescale) to the next one's, the last one
+    until the files close."""
+    import av
     import torch
 
     from visolo_fast import FrameResult
     from visolo_fast.io.outputs import RunOutputs
 
-    fps, frames, interval = 25.0, 30, 1.4 / 25
-    first = time.monotonic() - (frames - 1) * interval - 0.2  # the last frame was captured 0.2 s ago
+    fps, frames = 25.0, 30
+    gaps = np.random.default_rng(0).uniform(0.1, 5, frames - 1) / fps
+    first = time.monotonic() - gaps.sum() - 0.2  # the last frame was captured 0.2 s ago
+    captures = first + np.concatenate([[0], np.cumsum(gaps)])
     outputs = RunOutputs(str(tmp_path), fps, (H, W), ["thing"], save_masks=False, realtime=True)
     for k in range(frames):
         none = FrameResult(k, torch.zeros(0, dtype=torch.int64), torch.zeros(0, H, W, dtype=torch.bool),
                            torch.zeros(0, dtype=torch.int64), torch.zeros(0))
-        outputs.add(stamped(k), none, first + k * interval)
+        outputs.add(stamped(k), none, float(captures[k]))
     before = time.monotonic()
     outputs.close(Tracker(lively_net(4)))
     after = time.monotonic()
-    shown = [read_index(image) for image in read_video(outputs.overlay)]
-    due = [round(1.4 * k) for k in range(frames)]  # overlay frames before frame k's capture
-    assert round((before - first) * fps) <= len(shown) <= round((after - first) * fps)
-    assert shown == [max(k for k in range(frames) if due[k] <= j) for j in range(len(shown))]
+    assert not outputs.notes
+    with av.open(outputs.overlay) as container:
+        stream = container.streams.video[0]
+        tick = float(stream.time_base)
+        starts = np.array([frame.time for frame in container.decode(stream)])
+        duration = stream.duration * tick
+    assert np.abs(starts - (captures - first)).max() <= tick / 2
+    assert before - first - tick / 2 <= duration <= after - first + tick / 2
+    assert [read_index(image) for image in read_video(outputs.overlay)] == list(range(frames))
     with pytest.raises(ValueError, match="needs each frame's capture time"):
         outputs.add(stamped(0), none)
 

@@ -1,19 +1,27 @@
-"""The frame size an MPEG-4 Part 2 (mp4v) ``.mp4`` declares, set in place.
+"""Two rewrites of the index (``moov`` box) of an mp4 that OpenCV's FFmpeg writer made.
 
-OpenCV's FFmpeg writer drops the last column and row of a frame of odd width or height
-(it rounds the size down to even for FFmpeg's pixel-format conversion), although the codec
-itself has no such limit: the video object layer (VOL) header gives the width and height in
-pixels, and a decoder crops its 16 x 16 macroblocks to them. So an odd-sized video is
-written padded to even, and :func:`set_frame_size` then writes the true size into the VOL
-header (in the ``esds`` box of the ``mp4v`` sample entry) and into the ``mp4v`` entry and
-``tkhd`` box that players read; the padding is decoded and cropped away. Every field
-rewritten keeps its length, so no box moves.
+:func:`set_frame_size` declares an odd frame size. OpenCV's FFmpeg writer drops the last
+column and row of a frame of odd width or height (it rounds the size down to even for
+FFmpeg's pixel-format conversion), although the MPEG-4 Part 2 (mp4v) codec itself has no
+such limit: the video object layer (VOL) header gives the width and height in pixels, and a
+decoder crops its 16 x 16 macroblocks to them. So an odd-sized video is written padded to
+even, and :func:`set_frame_size` then writes the true size into the VOL header (in the
+``esds`` box of the ``mp4v`` sample entry) and into the ``mp4v`` entry and ``tkhd`` box
+that players read; the padding is decoded and cropped away. Every field rewritten keeps its
+length, so no box moves.
+
+:func:`set_frame_times` gives each frame its own duration (a variable frame rate), where
+OpenCV writes one rate for all: it rewrites the time-to-sample table (``stts``) and the
+durations of the movie, the track, its media and its edit list. The table grows, and with
+it the boxes that hold it: the ``moov`` box is rewritten where it is, which must be the
+end of the file (so that the media data, and the chunk offsets that point into it, stay
+where they are).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 
 class Mp4Error(ValueError):
@@ -188,3 +196,142 @@ def set_frame_size(path: str, height: int, width: int) -> None:
         struct.pack_into(">II", data, tkhd[1] - 8, width << 16, height << 16)  # 16.16 fixed point, the box's last fields
         f.seek(offset)
         f.write(data)
+
+
+def _chain(data: bytearray, start: int, end: int, path: tuple[bytes, ...]) -> list[tuple[int, int, int]]:
+    """(box start, body start, end) of each box along ``path`` (types, outermost first), the
+    first box of its type at each level."""
+    pos = start
+    for kind, body, stop in _boxes(data, start, end):
+        if kind == path[0]:
+            here = [(pos, body, stop)]
+            return here if len(path) == 1 else here + _chain(data, body, stop, path[1:])
+        pos = stop  # boxes follow one another: the next starts where this one ends
+    raise Mp4Error(f"no {b'/'.join(path).decode()} box")
+
+
+def _grow(data: bytearray, start: int, by: int) -> None:
+    """Adds ``by`` bytes to the size of the box at ``start`` (its 32- or 64-bit size field)."""
+    size = struct.unpack_from(">I", data, start)[0]
+    if size == 1:
+        struct.pack_into(">Q", data, start + 8, struct.unpack_from(">Q", data, start + 8)[0] + by)
+    elif size != 0:  # 0: the box runs to the end of the file, whatever its size
+        if size + by >= 1 << 32:
+            raise Mp4Error(f"box {bytes(data[start + 4:start + 8])!r} would outgrow its 32-bit size")
+        struct.pack_into(">I", data, start, size + by)
+
+
+def _duration_field(data: bytearray, body: int, offset: tuple[int, int]) -> tuple[int, str]:
+    """(position, struct format) of the duration of the full box whose body starts at
+    ``body``, ``offset`` bytes into it for a version 0 or 1 box (32 or 64 bits)."""
+    version = data[body]
+    if version > 1:
+        raise Mp4Error(f"box version {version}")
+    return body + offset[version], ">I" if version == 0 else ">Q"
+
+
+def _timescale(data: bytearray, body: int) -> tuple[int, tuple[int, str]]:
+    """(timescale, duration field) of an mvhd or mdhd box whose body starts at ``body``."""
+    field = _duration_field(data, body, (16, 24))
+    scale = struct.unpack_from(">I", data, field[0] - 4)[0]  # just before the duration
+    if not scale:
+        raise Mp4Error("a timescale of 0")
+    return scale, field
+
+
+def _set_duration(data: bytearray, field: tuple[int, str], value: int) -> None:
+    if field[1] == ">I" and value >= 1 << 32:
+        raise Mp4Error(f"a duration of {value} does not fit the 32 bits of a version 0 box")
+    struct.pack_into(field[1], data, field[0], value)
+
+
+def set_frame_times(path: str, times: Sequence[float]) -> None:
+    """Gives the frames of the video at ``path`` their own times, in place: frame i is shown
+    from ``times[i]`` to ``times[i + 1]``, in seconds, the video starting at ``times[0]`` (one
+    more time than frames: the last one is the end of the last frame).
+
+    Each frame starts at ``round((times[i] - times[0]) * timescale)`` ticks of its track's
+    timescale, counted from the start so that rounding does not add up (a frame shorter than
+    a tick still lasts one: the next starts a tick after it); the durations of the movie,
+    the track and its edit list are the media's, rounded up to their timescale (as FFmpeg
+    rounds them).
+
+    The file must hold one track, without composition offsets (no ``ctts``: frames shown in
+    decoding order), an edit list of one segment from the media's start if it has one, and
+    its ``moov`` box last, after the data its chunk offsets point to (raises
+    :class:`Mp4Error` otherwise, the file unchanged). ``ValueError``: times that do not
+    increase.
+    """
+    if any(b <= a for a, b in zip(times, times[1:])):
+        raise ValueError("set_frame_times: the times must increase")
+    with open(path, "r+b") as f:
+        offset, size = _top_level_moov(f)
+        if offset + size != f.seek(0, 2):
+            raise Mp4Error("the moov box is not the file's last box")
+        f.seek(offset)
+        data = bytearray(f.read(size))
+        moov = _find(data, 0, len(data), (b"moov",))
+        if sum(kind == b"trak" for kind, _, _ in _boxes(data, *moov)) != 1:
+            raise Mp4Error("the movie does not hold one track")
+        stbl = _find(data, *moov, (b"trak", b"mdia", b"minf", b"stbl"))
+        kinds = {kind for kind, _, _ in _boxes(data, *stbl)}
+        if b"ctts" in kinds:
+            raise Mp4Error("the frames have composition offsets (ctts)")
+        frames = struct.unpack_from(">I", data, _find(data, *stbl, (b"stsz",))[0] + 8)[0]
+        if frames != len(times) - 1:
+            raise Mp4Error(f"the video holds {frames} frames, given the times of {len(times) - 1}")
+        # The moov box grows where it is: what the chunk offsets point to must come before it
+        if not kinds & {b"stco", b"co64"}:
+            raise Mp4Error("no chunk offset box (stco or co64)")
+        for kind, code in ((b"stco", "I"), (b"co64", "Q")):
+            if kind in kinds:
+                body = _find(data, *stbl, (kind,))[0]
+                count = struct.unpack_from(">I", data, body + 4)[0]
+                chunks = struct.unpack_from(f">{count}{code}", data, body + 8)
+                if chunks and max(chunks) >= offset:
+                    raise Mp4Error("a chunk offset points past the start of the moov box")
+
+        movie_scale, movie_field = _timescale(data, _find(data, *moov, (b"mvhd",))[0])
+        media_scale, media_field = _timescale(data, _find(data, *moov, (b"trak", b"mdia", b"mdhd"))[0])
+        starts: list[int] = []  # each frame's start, then the end, in ticks of the media's timescale
+        for t in times:
+            tick = round((t - times[0]) * media_scale)
+            starts.append(max(tick, starts[-1] + 1) if starts else tick)
+        media = starts[-1]
+        movie = -(-media * movie_scale // media_scale)  # rounded up
+        track_field = _duration_field(data, _find(data, *moov, (b"trak", b"tkhd"))[0], (20, 28))
+        fields = [(movie_field, movie), (track_field, movie), (media_field, media)]
+        try:
+            elst = _find(data, *moov, (b"trak", b"edts", b"elst"))[0]
+        except Mp4Error:
+            elst = None  # no edit list: the media plays from its start
+        if elst is not None:
+            # entries of a segment duration and a (signed) media time, of 32 or 64 bits each, then a rate
+            segment = _duration_field(data, elst, (8, 8))
+            signed = segment[1].lower()
+            media_time = struct.unpack_from(signed, data, segment[0] + struct.calcsize(signed))[0]
+            if struct.unpack_from(">I", data, elst + 4)[0] != 1 or media_time != 0:
+                raise Mp4Error("the edit list is not one segment from the media's start")
+            fields.append((segment, movie))
+        for field, value in fields:
+            _set_duration(data, field, value)
+
+        # The new time-to-sample table: (count, delta) runs of equal durations
+        runs: list[list[int]] = []
+        for a, b in zip(starts, starts[1:]):
+            if runs and runs[-1][1] == b - a:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, b - a])
+        if any(delta >= 1 << 32 for _, delta in runs):
+            raise Mp4Error("a frame lasts more than 2^32 ticks")
+        stts = struct.pack(f">I4sII{2 * len(runs)}I", 16 + 8 * len(runs), b"stts", 0, len(runs),
+                           *(n for run in runs for n in run))
+        chain = _chain(data, 0, len(data), (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stts"))
+        start, _, end = chain[-1]
+        data[start:end] = stts
+        for box, _, _ in chain[:-1]:
+            _grow(data, box, len(stts) - (end - start))
+        f.seek(offset)
+        f.write(data)
+        f.truncate()  # a table of fewer runs than OpenCV's leaves a shorter moov

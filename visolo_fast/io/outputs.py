@@ -4,10 +4,9 @@ the video) and, if asked, ``masks/NNNNNN.png`` (pixel = track id + 1).
 
 The overlay holds one frame per processed frame, at the source's frame rate: the video's own
 time for a file, a folder, a pipe or a live source read frame by frame. A live source read
-newest frame first drops frames, so its overlay is in real time instead: each processed
-frame is shown from its capture to the next one's (repeated at the source's frame rate), the
-last one until the files are closed; the overlay lasts as long as the run did from its
-first capture.
+newest frame first drops frames, so its overlay is in real time instead (a variable frame
+rate): each processed frame is shown from its capture to the next one's, the last one until
+the files are closed; the overlay lasts as long as the run did from its first capture.
 
 A folder holds one run's files: the first finished frame of a run replaces those of an
 earlier run. Mask PNGs carry a text chunk that marks them as ours, so that only files this
@@ -86,11 +85,11 @@ class RunOutputs:
     overlay is opened and ``masks/`` made. :meth:`close` closes the overlay and writes
     ``results.json``.
 
-    ``realtime`` (a live source, newest frame): the overlay follows the wall clock. A frame's
-    overlay image is written when the next frame comes (or at :meth:`close`), as many times
-    as bring the overlay to ``round((capture - first capture) * fps)`` frames: counted from
-    the first capture, not frame by frame, so that rounding never adds up. A frame shown
-    for less than a frame interval may be left out; the last one is written once at least.
+    ``realtime`` (a live source, newest frame): the overlay follows the wall clock. Each
+    frame's overlay image is written once, and :meth:`close` gives each its time in the
+    file (:func:`visolo_fast.io.mp4.set_frame_times`): from its capture to the next frame's,
+    the last one until the close. If the file cannot be rewritten so, it plays at ``fps``
+    and ``notes`` says so.
     """
 
     def __init__(self, out_dir: str, fps: float, size: tuple[int, int], class_names: Sequence[str],
@@ -104,8 +103,6 @@ class RunOutputs:
         self.notes: set[str] = set()
         self._writer: VideoWriter | None = None
         self._recorder = ResultsRecorder()
-        self._shown: np.ndarray | None = None  # realtime: the last overlay image, written when the next comes
-        self._first = 0.0  # realtime: the first frame's capture time
 
     def _start(self) -> None:
         """Clears the earlier run's files that this run would not replace, opens the overlay."""
@@ -133,14 +130,7 @@ class RunOutputs:
             frame = np.asarray(Image.fromarray(frame).resize((self.size[1], self.size[0]), Image.BILINEAR))
         masks, track_ids = result.masks.cpu().numpy(), result.track_ids.tolist()
         image = draw_overlay(frame, masks, track_ids, result.labels.tolist(), result.scores.tolist(), self.class_names)
-        if not self.realtime:
-            self._writer.write(image)
-        else:
-            if self._shown is None:
-                self._first = captured
-            else:
-                self._show_until(captured)
-            self._shown = image
+        self._writer.write(image, captured if self.realtime else None)
         self._recorder.add(result)
         if self.save_masks:
             save_mask_png(os.path.join(self.masks, f"{result.index:06d}.png"), track_ids, masks, self.size)
@@ -151,19 +141,10 @@ class RunOutputs:
         the :class:`visolo_fast.Tracker` that made the frames); nothing if no frame was added."""
         if self._writer is None:
             return
-        if self._shown is not None:
-            self._show_until(time.monotonic(), at_least=1)  # the last frame: until now
-        self._writer.close()
+        self._writer.close(time.monotonic() if self.realtime else None)  # realtime: the last frame until now
         self.notes |= self._writer.notes
         with open(self.results, "w") as f:
             json.dump(self._recorder.results(tracker, video_id=1), f)
-
-    def _show_until(self, until: float, at_least: int = 0) -> None:
-        """Realtime: writes the last overlay image as many times (``at_least`` or more) as bring
-        the overlay to ``until``, a ``time.monotonic()``."""
-        times = max(at_least, round((until - self._first) * self.fps) - self._writer.frames)
-        if times > 0:
-            self._writer.write(self._shown, times)
 
     def files(self) -> str:
         """The files written, for messages: ``OUT/overlay.mp4, OUT/results.json and OUT/masks/``."""

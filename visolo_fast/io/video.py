@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from visolo_fast.io.mp4 import Mp4Error, set_frame_size
+from visolo_fast.io.mp4 import Mp4Error, set_frame_size, set_frame_times
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -240,38 +240,51 @@ def _reason(exc: BaseException) -> str:
 
 class VideoWriter:
     """An mp4 written frame by frame from RGB uint8 frames of ``size`` (height, width): OpenCV,
-    mp4v codec, the frames' exact size.
+    mp4v codec, the frames' exact size; ``fps`` frames a second, or each frame for its own time
+    if :meth:`write` is given them (a variable frame rate).
 
     NB: OpenCV's FFmpeg writer drops the last column or row of a frame of odd width or height;
     such frames are written padded by one column or row (a copy of the last) and the file
     then declares the true size, which decoders crop to (:mod:`visolo_fast.io.mp4`). If the
-    file's layout cannot be rewritten, it keeps the padded size and ``notes`` says so.
+    file's layout cannot be rewritten, it keeps the padded size (or, with frame times, plays at
+    ``fps``) and ``notes`` says so.
     """
 
     def __init__(self, path: str, fps: float, size: tuple[int, int]):
         self.path, self.size, self.notes = path, (int(size[0]), int(size[1])), set()
         self._pad = (self.size[0] % 2, self.size[1] % 2)
         coded = (self.size[1] + self._pad[1], self.size[0] + self._pad[0])  # OpenCV: (width, height)
+        self._fps = fps
         self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, coded)
         if not self._writer.isOpened():
             raise OSError(f"cannot write the video {path} (OpenCV VideoWriter, mp4v)")
         self.frames = 0
+        self._times: list[float] = []  # each frame's start, if given
 
-    def write(self, rgb: np.ndarray, times: int = 1) -> None:
-        """Writes ``rgb`` as the next ``times`` frames (converted once)."""
+    def write(self, rgb: np.ndarray, at: float | None = None) -> None:
+        """Writes ``rgb`` as the next frame, shown from ``at`` (seconds, any clock: such as
+        ``time.monotonic()``, later than the previous frame's) to the next frame's ``at`` or
+        the ``end`` given to :meth:`close`; the video starts at the first frame's. ``at`` is
+        given for every frame or for none (then each lasts 1 / ``fps``)."""
+        if self.frames and (at is not None) != bool(self._times):
+            raise ValueError(f"VideoWriter: give every frame of {self.path} its time, or none")
         if rgb.shape[:2] != self.size:
             raise ValueError(f"VideoWriter: frames of {self.path} are {self.size[0]} x {self.size[1]}, "
                              f"got {rgb.shape[0]} x {rgb.shape[1]}")
         if any(self._pad):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        for _ in range(times):
-            self._writer.write(bgr)
-        self.frames += times
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if at is not None:
+            self._times.append(at)
+        self.frames += 1
 
-    def close(self) -> None:
+    def close(self, end: float | None = None) -> None:
+        """Closes the file; ``end``: when the last frame stops showing, on the clock of the
+        frames' times (needed if they were given)."""
         if self._writer is None:
             return
+        if self._times and end is None:
+            raise ValueError(f"VideoWriter.close: the frames of {self.path} have times: give the end of the last")
         self._writer.release()
         self._writer = None
         if any(self._pad) and self.frames:
@@ -281,3 +294,9 @@ class VideoWriter:
                 self.notes.add(f"{self.path} is {self.size[0] + self._pad[0]} x {self.size[1] + self._pad[1]}, "
                                f"the frames {self.size[0]} x {self.size[1]} with their last row or column repeated "
                                f"(the codec's header could not be set to the odd size: {exc})")
+        if self._times:
+            try:
+                set_frame_times(self.path, [*self._times, end])
+            except (Mp4Error, IndexError, struct.error) as exc:
+                self.notes.add(f"{self.path} plays at {self._fps:g} frames a second, not at the frames' own times "
+                               f"(its index could not be rewritten: {exc})")
