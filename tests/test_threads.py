@@ -165,10 +165,10 @@ def test_close_gives_back_torchs_count_and_a_fixed_plan_never_sets_it():
 
 
 def test_importing_the_package_changes_no_thread_setting():
-    code = ("import json, os, sys, torch\n"
+    code = ("import json, os, torch\n"
             "{imports}\n"
-            "print(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads(),\n"
-            "                  {{k: v for k, v in os.environ.items() if k.startswith(('OMP_', 'GOMP_', 'KMP_', 'MKL_'))}}]))")
+            "openmp = {{k: v for k, v in os.environ.items() if k.startswith(('OMP_', 'GOMP_', 'KMP_', 'MKL_'))}}\n"
+            "print(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads(), openmp]))")
     alone = json.loads(python(code.format(imports="")))
     with_package = json.loads(python(code.format(imports="import visolo_fast, visolo_fast.cli, visolo_fast.threads")))
     assert with_package == alone

@@ -109,10 +109,12 @@ class ThreadController:
     The cost is bounded: a probed count that is slow beside busy programs costs one step
     (its probe is aborted), one that is not costs ``probe_steps`` steps at most ``abort``
     times slower than the chosen count. With the defaults the rounds after a change come
-    after 30, 60, 120, 240 and 480 steps, then every 480 steps; between two of these,
-    a round out of turn needs the chosen count's median ``slow`` times what it was at the
-    last round, so there are at most log(slowdown) / log(slow) of them (a level that
-    stays, however noisy, sets the reference for the next).
+    after 30, 60, 120, 240 and 480 steps, then every 480 steps (after the first round,
+    which keeps the count, from 60). A round out of turn needs the median of the chosen
+    count's last ``probe_steps`` steps ``slow`` times its median at the last round, and
+    one that keeps the count makes that slower median the reference: after a round in
+    turn, at most log(slowdown) / log(slow) of them follow (slowdown: the slowest median
+    over the reference).
     """
 
     def __init__(self, plan: ThreadPlan, warmup: int = 2, probe_steps: int = 3, margin: float = 0.1,
@@ -121,7 +123,8 @@ class ThreadController:
         self.steps: collections.Counter[int] = collections.Counter()  # steps run at each count
         self.rounds = self.changes = 0
         self._found = torch.get_num_threads()
-        self._warmup, self._probe_steps, self._margin, self._abort, self._slow = warmup, probe_steps, margin, abort, slow
+        self._warmup, self._probe_steps, self._margin = warmup, probe_steps, margin
+        self._abort, self._slow = abort, slow
         self._first_interval, self._max_interval = first_interval, max_interval
         self._chosen = plan.counts[0]
         self._recent: collections.deque[float] = collections.deque(maxlen=probe_steps)  # the chosen count's
