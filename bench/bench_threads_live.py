@@ -1,14 +1,14 @@
 """torch's CPU threads on a shared machine: the whole live step under each thread policy,
 idle and beside other work.
 
-    python bench/bench_threads_live.py [--seconds 15] [--policies ...] [--conditions idle,decoder,programs]
+    python bench/bench_threads_live.py [--seconds 12] [--policies ...] [--conditions idle,decoder,programs]
                                        [--out FILE]
 
 The step is ``Tracker.step`` of a frame at 64 x 112, the network's input 64 x 112 (a random
 VisoloNet nudged as the tests' lively networks, tests/engine/lively.py; memory capped at 10
 frames and lost tracks ended after 30, as ``segment`` does for a live input), the sample's
 frames over and over. Each policy runs in its own process (OpenMP reads its variables when
-torch loads), for ``--seconds`` after 5 warm-up steps, one cell after the other:
+torch loads), for ``--seconds`` after 2 warm-up steps, one cell after the other:
 
 - policies: ``defaults`` (torch's), ``OMP_NUM_THREADS=1``, ``OMP_WAIT_POLICY=PASSIVE``,
   ``GOMP_SPINCOUNT=30000``, and ``adaptive`` (visolo_fast.threads: the ``segment``
@@ -49,7 +49,7 @@ POLICIES = {"defaults": {}, "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
             "GOMP_SPINCOUNT=30000": {"GOMP_SPINCOUNT": "30000"}, "adaptive": {}}
 CONDITIONS = ("idle", "decoder", "programs")
 SIZE = (64, 112)
-WARMUP = 5
+WARMUP = 2  # the first steps' one-time costs; as many as the adaptive controller skips, so its first round counts
 
 
 def neighbour() -> None:
@@ -136,8 +136,8 @@ def start_programs() -> list[subprocess.Popen]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="seconds each cell steps, after warm-up "
-                                                                    "(default 15: about 5 minutes in all)")
+    parser.add_argument("--seconds", type=float, default=12.0, help="seconds each cell steps, after warm-up "
+                                                                    "(default 12: about 5 minutes in all)")
     parser.add_argument("--policies", default=",".join(POLICIES), help=f"some of {', '.join(POLICIES)}")
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help=f"some of {', '.join(CONDITIONS)}")
     parser.add_argument("--out", help="the report (default bench/results/threads-live-cpu-<date>-<commit>.txt)")
