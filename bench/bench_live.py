@@ -20,7 +20,9 @@ frames processed, dropped (while running) and read; latency capture -> result (t
 taken from the source -> its result ready) and camera -> result (the camera made the
 frame -> its result ready, through encoding, transport and decoding), p50 / p95 / p99;
 and at the end, the age of the newest processed frame (how far behind the camera the
-last result is: seconds and camera frames). The report goes to
+last result is: seconds and camera frames), and the steps run at each torch thread count
+(chosen as ``segment`` chooses it: visolo_fast.threads, adapted to the step's time unless
+OMP_NUM_THREADS, OMP_WAIT_POLICY or GOMP_SPINCOUNT is set). The report goes to
 bench/results/live-cpu-<date>-<commit>.txt (or -cuda-).
 """
 
@@ -42,6 +44,7 @@ from bench.common import RESULTS, commit, device_name, write_report  # noqa: E40
 from visolo_fast.io.serve import MjpegServer, RtspCamera, UdpCamera, read_index, stamp_index  # noqa: E402
 from visolo_fast.io.video import quiet_opencv  # noqa: E402
 from visolo_fast.sample import sample_frames  # noqa: E402
+from visolo_fast.threads import ThreadController, plan_threads  # noqa: E402
 
 
 def percentiles(values: list[float]) -> str:
@@ -57,14 +60,17 @@ def run(engine, camera, url: str, every_frame: bool, seconds: float, queue_size:
     tracker = vf.Tracker(engine)
     capture, e2e, stamps = [], [], []
     sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)
+    threads = ThreadController(plan_threads(device=engine.device))  # torch's thread count as segment chooses it
     try:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             frame = source.next(timeout=10.0)
             if frame is None:
                 raise RuntimeError(f"{url}: no frame for 10 s")
+            began = time.perf_counter()
             tracker.step(frame.image)
             sync()
+            threads.record(time.perf_counter() - began)
             done = time.monotonic()
             stamp = read_index(frame.image)
             capture.append(done - frame.time)
@@ -74,10 +80,11 @@ def run(engine, camera, url: str, every_frame: bool, seconds: float, queue_size:
         dropped, read, waited = source.dropped, source.read, getattr(source, "waited", 0.0)
         newest_made = camera.made - 1
     finally:
+        threads.close()
         source.close()
     return {"processed": len(capture), "dropped": dropped, "read": read, "waited": waited, "capture": capture,
             "e2e": e2e, "age_s": at_end - camera.times[stamps[-1]], "age_frames": newest_made - stamps[-1],
-            "step_ms": 1000 * seconds / max(1, len(capture))}
+            "step_ms": 1000 * seconds / max(1, len(capture)), "threads": threads.summary()}
 
 
 def main() -> None:
@@ -138,6 +145,8 @@ def main() -> None:
             lines.append(f"{transport:10} {mode:22} {result['processed']:9d} {result['dropped']:7d} {result['read']:6d} "
                          f"{percentiles(result['capture'])}  {percentiles(result['e2e'])}  "
                          f"{result['age_s'] * 1000:8.0f} {result['age_frames']:6d}  {result['step_ms']:7.0f}")
+            print(lines[-1], flush=True)
+            lines.append(f"{'':10} {result['threads']}")
             print(lines[-1], flush=True)
             if every_frame and result["waited"] > 0:
                 lines.append(f"{'':10} NB: the reader waited {result['waited']:.1f} s for room in the queue: the "

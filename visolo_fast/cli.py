@@ -29,6 +29,7 @@ from visolo_fast.io import InputError
 from visolo_fast.io.live import LatencyStats, Source, StoredSource, open_source, redact
 from visolo_fast.io.outputs import MASKS, RunOutputs, mask_files
 from visolo_fast.io.video import quiet_opencv
+from visolo_fast.threads import USER_VARIABLES, ThreadController, ThreadPlan, plan_threads, usable_cores
 
 
 class UserError(Exception):
@@ -44,6 +45,9 @@ def _info(_args) -> int:
     for device in ("cpu", "cuda"):
         for name, reason in vf.available_backends(device).items():
             print(f"  {device:4} {name:9} {'usable' if reason is None else 'no: ' + reason}")
+    given = ", ".join(f"{name}={os.environ[name]}" for name in USER_VARIABLES if os.environ.get(name)) or "none set"
+    print(f"CPU threads: {usable_cores()} usable cores, torch uses {torch.get_num_threads()}; {given}; segment on the "
+          f"CPU: {plan_threads().describe()}")
     return 0
 
 
@@ -358,6 +362,8 @@ def _run(model, sources: list[Source], args, class_names, out_dir: str, wake: th
     except vf.BackendUnavailable as exc:
         raise UserError(_backend_message(args.backend, exc)) from None
     device = engine.device
+    plan = plan_threads(args.threads, device)
+    print(f"threads: {plan.describe()}")
     single, live = len(sources) == 1, any(source.live for source in sources)
     with contextlib.ExitStack() as stack:
         inputs = []
@@ -370,12 +376,13 @@ def _run(model, sources: list[Source], args, class_names, out_dir: str, wake: th
         latency_log = stack.enter_context(open(args.latency_log, "w", buffering=1)) if getattr(args, "latency_log", None) else None
         if latency_log:
             latency_log.write("input,frame,source_frame,capture_s,result_s,latency_ms\n")
-        return _loop(engine, inputs, args, device, wake, progress, latency_log, single, live, t0)
+        return _loop(engine, inputs, args, device, wake, progress, latency_log, single, live, t0, plan)
 
 
 def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress, latency_log, single: bool,
-          live: bool, t0: float) -> int:
+          live: bool, t0: float, plan: ThreadPlan) -> int:
     start, interrupted = time.perf_counter(), False
+    threads = ThreadController(plan)  # sets the count: closed in the finally below
     active = list(inputs)
 
     def finish(run: _Input) -> None:
@@ -414,9 +421,11 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
                 if active and wake is not None:
                     wake.wait(0.1)
                 continue
+            began = time.perf_counter()
             results = _step(engine, [run.tracker for run, _ in ready], [frame.image for _, frame in ready])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # the results' masks are ready: the latency's end
+            threads.record((time.perf_counter() - began) / len(ready))  # per frame: batches differ in size
             now = time.monotonic()
             for (run, frame), result in zip(ready, results):
                 run.stats.add(now - frame.time)
@@ -442,6 +451,7 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
         raise
     finally:
         progress.end()  # ends the progress line
+        threads.close()  # torch's count as before (main() may run in a caller's process)
         for run in inputs:
             run.outputs.close(run.tracker)
     elapsed = time.perf_counter() - start
@@ -479,6 +489,7 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
             print(f"wrote {outputs.overlay}, {outputs.results}" + (f", {outputs.masks}/" if args.save_masks else ""))
     if latency_log is not None:
         print(f"wrote {args.latency_log} ({done} rows: capture -> result of each frame)")
+    print(threads.summary())
     if interrupted:
         return 130
     return 2 if failed else 0
@@ -846,6 +857,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--compile", action="store_true", help="torch.compile the network (fast engine; slow first frames)")
         p.add_argument("--cuda-graphs", action="store_true", help="replay the network from CUDA graphs (fast engine, --device cuda)")
     for p in (segment, demo):
+        p.add_argument("--threads", type=_positive, metavar="N",
+                       help="torch's CPU threads, fixed (default: adapted while running to the step's time, between "
+                            "all usable cores and fewer; OMP_NUM_THREADS, OMP_WAIT_POLICY or GOMP_SPINCOUNT set: "
+                            "torch's count, fixed)")
         p.add_argument("--package", metavar="PT2",
                        help="run a package written by `python -m visolo_fast export` (its weights, device and dtype; "
                             "instead of --weights)")
