@@ -339,7 +339,13 @@ def test_segment_a_live_stream_from_the_cli(tmp_path, weights, capsys, monkeypat
     assert (steps.config.max_memory_frames, steps.config.max_lost_frames) == (10, 30)
     assert "interrupted after 6 frames" in printed.out
     summary = next(line for line in printed.out.splitlines() if line.startswith("input ("))
-    assert summary.startswith(f"input ({camera.url}): 6 frames processed, ") and "p50" in summary and "p99" in summary
+    # every frame read, accounted for: the sources are closed before the summary
+    read, processed, dropped, queued = (int(summary.split(": ", 1)[1].split()[i]) for i in (0, 3, 6, 9))
+    # the 7th frame was taken into the step that Ctrl-C stopped
+    assert summary.startswith(f"input ({camera.url}): {read} read = 6 processed + {dropped} dropped + {queued} still "
+                              f"queued at the end + 1 stopped in the model; latency capture -> result p50 ")
+    assert read == processed + dropped + queued + 1 and processed == 6 and "p99" in summary
+    assert (dropped == 0 and queued > 0) if every_frame else (dropped > 0 and queued <= 1), summary
     assert "dropped" in printed.err and "latency p50" in printed.err  # the progress line
     rows = log.read_text().splitlines()
     assert rows[0] == "input,frame,source_frame,capture_s,result_s,latency_ms" and len(rows) == 7

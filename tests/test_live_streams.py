@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import visolo_fast as vf
-from tests.test_live import BASE, H, W, stamped
+from tests.test_live import H, W, stamped
 from visolo_fast.io.live import open_source
 from visolo_fast.io.serve import MjpegServer, RtspCamera, UdpCamera, read_index, stamp_index
 
@@ -174,3 +174,54 @@ def test_a_sender_restarted_at_another_size_is_letterboxed_never_stretched(other
     assert len(size_lines) == 1 and f"is {other[0]} x {other[1]}, the stream's frames were {H} x {W}" in size_lines[0]
     assert any("letterboxed" in note for note in source.notes)
     assert not any("reconnect" in line for line in lines), lines
+
+
+def test_the_python_api_is_as_quiet_as_the_cli_and_the_environment_wins(tmp_path):
+    """open_source in a fresh process (FFmpeg reads its log level once): a damaged file and a
+    camera that is not there raise their one-line InputError, and nothing else reaches
+    stderr; with the user's OPENCV_LOG_LEVEL, OpenCV's own warnings come through."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_cli import CHATTER, REPO
+
+    (tmp_path / "ftyp.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(4000))
+    script = ("import sys\nimport visolo_fast as vf\n"
+              f"for spec in [{str(tmp_path / 'ftyp.mp4')!r}, '97']:\n"
+              "    try:\n        vf.open_source(spec)\n"
+              "    except vf.InputError as exc:\n        print(exc, file=sys.stderr, flush=True)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    err = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120).stderr
+    assert err.splitlines() == [
+        f"INPUT: OpenCV cannot open the video {tmp_path / 'ftyp.mp4'} (not a video, or a damaged or incomplete file)",
+        "INPUT: cannot open camera 97: no /dev/video97"], err
+    loud = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**env, "OPENCV_LOG_LEVEL": "WARNING"},
+                          capture_output=True, text=True, timeout=120).stderr
+    assert any(c in loud for c in CHATTER) and len(loud.splitlines()) > 2, loud
+
+
+def test_an_input_that_fails_still_gets_its_summary(tmp_path, capsys):
+    """A single live input lost for good (reconnection off): the error, and before it the
+    summary that accounts for every frame read and the latency log written."""
+    from tests.engine.lively import lively_net
+    from visolo_fast.cli import main
+    from visolo_fast.io.serve import serve_mjpeg
+
+    weights = tmp_path / "lively.pt"
+    vf.save_model(lively_net(4), weights)
+    log = tmp_path / "latency.csv"
+    with serve_mjpeg(stamped, fps=FPS, count=20) as camera:  # ends after 0.8 s
+        status = main(["segment", camera.url, "--weights", str(weights), "--out", str(tmp_path / "out"),
+                       "--reconnect", "0", "--latency-log", str(log)])
+    printed = capsys.readouterr()
+    assert status == 2
+    assert printed.err.splitlines()[-1].startswith(f"error: INPUT: {camera.url}: the stream was lost and did not come "
+                                                   f"back (reconnection is off): the stream ended or its connection "
+                                                   f"closed; stopped there: ")
+    summary = next(line for line in printed.out.splitlines() if line.startswith("input ("))
+    read, processed, dropped, queued = (int(summary.split(": ", 1)[1].split()[i]) for i in (0, 3, 6, 9))
+    assert processed > 0 and read == processed + dropped + queued, summary
+    rows = log.read_text().splitlines()
+    assert f"wrote {log} ({processed} rows: capture -> result of each frame)" in printed.out and len(rows) == processed + 1

@@ -26,7 +26,7 @@ from visolo_fast import backends
 from visolo_fast.checkpoint import _check_file
 from visolo_fast.classes import BUILT_IN, load_classes
 from visolo_fast.io import InputError
-from visolo_fast.io.live import LatencyStats, Source, StoredSource, open_source, redact
+from visolo_fast.io.live import DEFAULT_TIMEOUT, LatencyStats, Source, StoredSource, open_source, redact
 from visolo_fast.io.outputs import MASKS, RunOutputs, mask_files
 from visolo_fast.io.video import quiet_opencv
 from visolo_fast.threads import USER_VARIABLES, ThreadController, ThreadPlan, plan_threads, usable_cores
@@ -453,6 +453,7 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
         progress.end()  # ends the progress line
         threads.close()  # torch's count as before (main() may run in a caller's process)
         for run in inputs:
+            run.source.close()  # NB: the readers stop: the counts below are final
             run.outputs.close(run.tracker)
     elapsed = time.perf_counter() - start
     done = sum(run.outputs.frames for run in inputs)
@@ -467,22 +468,17 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
                   f"(--every-frame, --queue-size {args.queue_size}): the stream backed up in its transport meanwhile, "
                   f"which capture -> result does not count")
     failed = [run for run in inputs if run.error]
-    if single and failed:
-        raise UserError(f"{failed[0].error}; stopped there: {failed[0].written()}")
-    for run in failed:
-        print(f"error: {run.error}; stopped there: {run.written()}", file=sys.stderr)
     if not done:
         print("interrupted before the first frame was finished: nothing written" if interrupted
               else "no frame was finished: nothing written")
-        return 130 if interrupted else 2
-    tracks = sum(run.tracker.num_tracks for run in inputs)
-    of = "" if single else f" of {len(inputs)} inputs"
-    print(f"{'interrupted after' if interrupted else 'done:'} {done} frames{of}, {tracks} tracks, "
-          f"{done / elapsed if elapsed else 0:.2f} FPS, device {device}, backend {args.backend}")
+    else:
+        tracks = sum(run.tracker.num_tracks for run in inputs)
+        of = "" if single else f" of {len(inputs)} inputs"
+        print(f"{'interrupted after' if interrupted else 'done:'} {done} frames{of}, {tracks} tracks, "
+              f"{done / elapsed if elapsed else 0:.2f} FPS, device {device}, backend {args.backend}")
     for run in inputs:
-        if run.source.live or not single:
-            print(f"{_name(run, single)}: {run.outputs.frames} frames processed, {run.source.dropped} dropped "
-                  f"(of {run.source.read} read), latency capture -> result {run.stats.summary()}")
+        print(f"{_name(run, single)}: {_counts(run)}" + (f"; latency capture -> result {run.stats.summary()}"
+                                                        if run.stats.count else ""))
     for run in inputs:
         outputs = run.outputs
         if outputs.frames:
@@ -490,9 +486,22 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
     if latency_log is not None:
         print(f"wrote {args.latency_log} ({done} rows: capture -> result of each frame)")
     print(threads.summary())
+    if single and failed:
+        raise UserError(f"{failed[0].error}; stopped there: {failed[0].written()}")
+    for run in failed:
+        print(f"error: {run.error}; stopped there: {run.written()}", file=sys.stderr)
     if interrupted:
         return 130
-    return 2 if failed else 0
+    return 2 if failed or not done else 0
+
+
+def _counts(run: _Input) -> str:
+    """What became of every frame read from an input (its source closed): ``9 read = 4
+    processed + 5 dropped + 0 still queued at the end`` (+ those taken when the run stopped)."""
+    source = run.source
+    cut = source.taken - run.outputs.frames  # taken, not finished: the run stopped during their step
+    return (f"{source.read} read = {run.outputs.frames} processed + {source.dropped} dropped + {source.queued} still "
+            f"queued at the end" + (f" + {cut} stopped in the model" if cut else ""))
 
 
 def _name(run: _Input, single: bool) -> str:
@@ -808,9 +817,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="frames the --every-frame queue holds (default 32); when full, the reader waits")
     segment.add_argument("--rtsp-transport", choices=["tcp", "udp"],
                          help="RTP over the RTSP connection (tcp, the default) or over UDP, for rtsp:// inputs")
-    segment.add_argument("--timeout", type=_seconds, default=5.0, metavar="S",
-                         help="seconds a stream may take to open, or to send a frame before it counts as lost and is "
-                              "reopened (default 5)")
+    segment.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
+                         help="seconds each phase of a live input may take: opening it (a stream's first frame waits "
+                              "for its first keyframe), its first frame, and each frame after that, before it counts as "
+                              f"lost and is reopened (default {DEFAULT_TIMEOUT:g})")
     segment.add_argument("--reconnect", type=_count, default=5, metavar="N",
                          help="tries to reopen a live input that was lost, with backoff 0.5 s, 1 s, 2 s ... 8 s (default 5)")
     segment.add_argument("--latency-log", metavar="FILE",
