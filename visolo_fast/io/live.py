@@ -405,13 +405,8 @@ class LiveSource(Source):
         self._finished = self._ended = False
         self._resized: tuple[int, int] | None = None  # the last other size said
         capture = opener(self.notes)
-        try:
-            first = self._first(capture)
-        except BaseException:
-            capture.release()
-            raise
+        first = self._first(capture)
         if first is None:
-            capture.release()
             raise InputError(f"INPUT: {redact(spec)}: opened, but no frame came within {timeout:g} s ({capture.why}; "
                              f"a stream's first frame waits for its first keyframe: if they are further apart, "
                              f"raise the timeout)")
@@ -443,8 +438,17 @@ class LiveSource(Source):
         return frame
 
     def _first(self, capture: _Capture) -> Frame | None:
+        """The first frame of a capture just opened; None (the capture released, its
+        :attr:`~_Capture.why` kept) if none came within the timeout."""
         self._stale = 0
-        return self._next(capture)
+        try:
+            frame = self._next(capture)
+        except BaseException:
+            capture.release()
+            raise
+        if frame is None:
+            capture.release()
+        return frame
 
     def _letterbox(self, image: np.ndarray) -> np.ndarray:
         """``image`` scaled to fit the stream's size, its aspect kept, centred on black."""
@@ -538,13 +542,8 @@ class LiveSource(Source):
             except InputError as exc:
                 last = exc.reason if isinstance(exc, OpenError) else str(exc)
                 continue
-            try:
-                frame = self._first(capture)
-            except BaseException:
-                capture.release()
-                raise
+            frame = self._first(capture)
             if frame is None:
-                capture.release()
                 last = f"reopened, but no frame came within {self._timeout:g} s ({capture.why})"
                 continue
             self._log(f"INPUT {redact(self.spec)}: reconnected (try {attempt}, {time.monotonic() - lost:.1f} s after "
