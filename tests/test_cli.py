@@ -455,9 +455,15 @@ def test_frame_times_need_the_index_last(tmp_path):
     before = last.read_bytes()
     with pytest.raises(Mp4Error, match="the video holds 3 frames, given the times of 2"):
         set_frame_times(str(last), [0, 0.1, 0.2])
-    with pytest.raises(ValueError, match="the times must increase"):
-        set_frame_times(str(last), [0, 0.1, 0.1, 0.3])
+    with pytest.raises(ValueError, match="the times must not decrease"):
+        set_frame_times(str(last), [0, 0.2, 0.1, 0.3])
     assert last.read_bytes() == before
+    # frames of one packet share their capture time: each still lasts a tick
+    set_frame_times(str(last), [5.0, 5.1, 5.1, 5.3])
+    with av.open(str(last)) as container:
+        stream = container.streams.video[0]
+        ticks = [frame.pts for frame in container.decode(stream)]
+        assert ticks == [0, round(0.1 / stream.time_base), round(0.1 / stream.time_base) + 1], ticks
 
 
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):

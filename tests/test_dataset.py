@@ -228,8 +228,8 @@ def test_inputs_are_checked_before_the_first_frame(shapes, weights, tmp_path, ca
 # convolutions split their sums over threads differently and round differently, so the runs
 # match in decisions (tracks, categories, which frames hold a mask), not bit for bit. Measured
 # on an AMD EPYC with AVX-512 and BF16 (2 cores, 2026-12-08): 2 of 133,260 mask pixels
-# differ, scores by 1.3e-6; with OMP_NUM_THREADS=1 for both, nothing differs. An Intel Xeon
-# with AMX flipped a few pixels of one mask.
+# differ, scores by 1.3e-6; with OMP_NUM_THREADS=1 for both, nothing differs. CI on an Intel
+# Xeon with AMX (2026-12-07) found a few pixels of one mask flipped.
 SCORE_ATOL = 1e-4
 MASK_PIXELS = 1e-3  # the largest share of the results' mask pixels that may differ
 
@@ -253,13 +253,19 @@ def assert_same_results(got: list[dict], expected: list[dict]) -> None:
     assert total > 0 and differ <= MASK_PIXELS * total, f"{differ} of {total} mask pixels differ"
 
 
-def test_ray_gives_the_single_process_results(shapes, weights, full_run, tmp_path, capsys):
+def test_ray_gives_the_single_process_results(shapes, weights, full_run, tmp_path, capsys, monkeypatch):
     """A local Ray cluster, 2 CPU workers of one thread each, against the single-process run
     (the machine's threads): the same results up to the rounding of their convolutions
     (assert_same_results)."""
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'visolo_fast[ray]'); CI installs it")
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'visolo_fast[ray]'); CI installs it")
+    import signal
+
+    handlers = []  # SIGTERM's handler once Ray has started (ray.init installs its own, which exits at once)
+    resources = ray.cluster_resources
+    monkeypatch.setattr(ray, "cluster_resources", lambda: handlers.append(signal.getsignal(signal.SIGTERM)) or resources())
     out = tmp_path / "out"
     assert ytvis(*shapes, weights, out, "--ray", "--ray-workers", "2") == 0
+    assert handlers and handlers[0].__module__ == "visolo_fast.cli", "SIGTERM still stops the run as Ctrl-C does"
     assert "ray: 2 workers ({'num_cpus': 1})" in capsys.readouterr().out
     assert_same_results(load(out / "results.json"), full_run[1])
     done = [json.loads(line)["video_id"] for line in (out / "videos.jsonl").read_text().splitlines()[1:]]

@@ -20,7 +20,9 @@ from tests.engine.lively import lively_net
 from tests.test_cli import CHATTER, REPO, read_video, refused_line
 from visolo_fast import Tracker, save_model
 from visolo_fast.cli import main
-from visolo_fast.io.live import LatencyStats, ffmpeg_options, open_source, redact
+from visolo_fast.io.captures import ffmpeg_options
+from visolo_fast.io.live import LatencyStats, open_source
+from visolo_fast.io.urls import redact
 from visolo_fast.io.serve import RtspCamera, UdpCamera, read_index, serve_mjpeg, stamp_index
 from visolo_fast.io.video import quiet_opencv
 from visolo_fast.sample import sample_frames
@@ -240,15 +242,21 @@ def test_no_part_of_a_password_is_printed_sent_or_named(tmp_path, capsys):
         assert len(lines) == 1, printed.err
         return lines[0]
 
-    for password in ["Zq/9x", "Zq#9x", "Zq?9x", "Zq@9x", "Zq%409x%"]:
+    for password in ["Zq@9x", "Zq%409x%"]:
         assert main(["segment", f"rtsp://alice:{password}@127.0.0.1:{port}/live", *out]) == 2
         assert said(capsys) == (f"error: INPUT: cannot open rtsp://alice:***@127.0.0.1:{port}/live: connection "
                                 f"refused (127.0.0.1:{port}: no server there)")
+    # FFmpeg cuts these URLs elsewhere, and where the host is in doubt nothing is connected to
+    for password in ["Zq/9x", "Zq#9x", "Zq?9x"]:
+        assert main(["segment", f"rtsp://alice:{password}@127.0.0.1:{port}/live", *out]) == 2
+        assert said(capsys) == (f"error: INPUT: cannot open rtsp://alice:***@127.0.0.1:{port}/live: FFmpeg cannot "
+                                f"open it (a password holding /, ? or # must be percent-encoded: %2F, %3F, %23; an @ "
+                                f"in a path, %40)")
     assert main(["segment", f"rtsp://alice:Zq9x@[::1]:{port}/live", *out]) == 2
     assert said(capsys) == (f"error: INPUT: cannot open rtsp://alice:***@[::1]:{port}/live: connection refused "
                             f"(::1:{port}: no server there)")
     with serve_mjpeg(stamped, fps=30, count=300) as camera:
-        other = f"http://alice:Zq/9x@127.0.0.1:{camera.port}/other.mjpg"
+        other = f"http://alice:Zq@9x@127.0.0.1:{camera.port}/other.mjpg"
         assert main(["segment", other, *out]) == 2
         assert said(capsys) == (f"error: INPUT: cannot open http://alice:***@127.0.0.1:{camera.port}/other.mjpg: "
                                 f"not found (HTTP 404 Not Found)")

@@ -32,18 +32,21 @@ def test_a_stream_opens_at_its_next_keyframe(camera, keyframes):
         if ffmpeg is None:
             pytest.skip("no ffmpeg on the PATH (Debian's ffmpeg package; .ci/run installs it)")
     make = RtspCamera if camera == "rtsp" else UdpCamera
+    gop = round(FPS * keyframes)
     with make(stamped, fps=FPS, count=FPS * 60, keyframes=keyframes, ffmpeg=ffmpeg) as sender:
         while sender.made < FPS:  # the first keyframe went a second ago
             time.sleep(0.01)
-        start = time.monotonic()
+        start, joined = time.monotonic(), sender.made
         with open_source(sender.url) as source:
             frame = source.next(timeout=30)
             waited = time.monotonic() - start
             assert frame is not None and source.size == (H, W)
             made = read_index(frame.image)
     print(f"{camera}: a keyframe every {keyframes:g} s, first frame {waited:.2f} s after the open")
-    assert made % round(FPS * keyframes) == 0, "the first frame is a keyframe"
-    assert waited < keyframes - 1 + 1.5, f"{waited:.1f} s: the keyframe read while probing was thrown away?"
+    # the first frame is the first keyframe made after the open, not the one after it (which
+    # a probe that throws its packets away waits for)
+    assert made % gop == 0 and made <= gop * (joined // gop + 1), (made, joined, gop)
+    assert waited < keyframes + 5
 
 
 def test_reconnect_tries_count_until_frames_flow_again():
@@ -66,9 +69,9 @@ def test_reconnect_tries_count_until_frames_flow_again():
     assert source.taken == 3  # one frame a connection
 
 
-def test_a_server_that_accepts_and_sends_nothing_fails_each_try():
-    """Connected, the HTTP header sent, no frame: the open itself times out on every try,
-    which fails, and the source (its first open) says so in one line."""
+def test_a_server_that_accepts_and_sends_nothing_fails_its_open():
+    """Connected, the HTTP header sent, no frame: the open itself times out (as a reopen's
+    would: a try that fails), and says so in one line."""
     with MjpegServer(stamped, fps=FPS, count=FPS * 60, per_client=0) as server:
         start = time.monotonic()
         with pytest.raises(vf.InputError) as info:
@@ -86,7 +89,7 @@ def test_a_stream_that_stops_sending_is_reopened_when_it_gives_frames_again():
             assert source.next(timeout=5) is not None
             server.pause()
             paused = time.monotonic()
-            while not lines:
+            while not lines and time.monotonic() < paused + 10:
                 source.poll()
                 time.sleep(0.02)
             noticed = time.monotonic() - paused
@@ -97,7 +100,7 @@ def test_a_stream_that_stops_sending_is_reopened_when_it_gives_frames_again():
                 assert source.next(timeout=10) is not None, lines
             after = source.next(timeout=5)
             assert after is not None and after.time >= resumed
-    assert noticed < 1 + 0.5 and lines[0].endswith("no frame for 1 s; reconnecting in 0.5 s (try 1 of 5)"), lines
+    assert noticed < 1 + 2 and lines[0].endswith("no frame for 1 s; reconnecting in 0.5 s (try 1 of 5)"), lines
     assert "(try 1, " in lines[-1] or "(try 2, " in lines[-1] or "(try 3, " in lines[-1], lines
 
 
@@ -112,7 +115,7 @@ def test_a_frozen_encoder_is_noticed_and_no_frame_hides_its_age():
             frames = [source.next(timeout=5)]
             sender.pause()
             paused = time.monotonic()
-            while not lines:
+            while not lines and time.monotonic() < paused + 10:
                 frame = source.next(timeout=0.05)
                 frames += [frame] if frame is not None else []
             noticed = time.monotonic() - paused
@@ -122,10 +125,10 @@ def test_a_frozen_encoder_is_noticed_and_no_frame_hides_its_age():
                 frame = source.next(timeout=10)
                 assert frame is not None, lines
                 frames.append(frame)
-    assert noticed < 1.5 + 0.5, (noticed, lines)
-    assert "no frame for 2 s; reconnecting" in lines[0] or "no frame for 1 s; reconnecting" in lines[0], lines
+    assert noticed < 1.5 + 2, (noticed, lines)
+    assert "no frame for 1.5 s; reconnecting" in lines[0], lines
     ages = [frame.time - sender.times[read_index(frame.image)] for frame in frames]
-    assert max(ages) < 0.5, ([(read_index(f.image), round(a, 2)) for f, a in zip(frames, ages)], lines)
+    assert max(ages) < 1.0, ([(read_index(f.image), round(a, 2)) for f, a in zip(frames, ages)], lines)
     indices = [read_index(frame.image) for frame in frames]
     assert indices == sorted(set(indices))
 
@@ -152,7 +155,7 @@ def test_a_sender_restarted_at_another_size_is_letterboxed_never_stretched(other
     lines = []
     taller = np.full((*other, 3), 200, np.uint8)
     with UdpCamera(stamped, fps=FPS, count=FPS * 60) as first:
-        source = open_source(first.url, timeout=3, log=lines.append, every_frame=True)
+        source = open_source(first.url, timeout=10, log=lines.append, every_frame=True)
     try:
         assert source.next(timeout=5) is not None and source.size == (H, W)
         with UdpCamera(lambda i: stamp_index(taller, i), fps=FPS, count=FPS * 60, port=first.port):
@@ -212,7 +215,7 @@ def test_an_input_that_fails_still_gets_its_summary(tmp_path, capsys):
     weights = tmp_path / "lively.pt"
     vf.save_model(lively_net(4), weights)
     log = tmp_path / "latency.csv"
-    with serve_mjpeg(stamped, fps=FPS, count=20) as camera:  # ends after 0.8 s
+    with serve_mjpeg(stamped, fps=FPS, count=FPS * 3) as camera:  # ends after 3 s
         status = main(["segment", camera.url, "--weights", str(weights), "--out", str(tmp_path / "out"),
                        "--reconnect", "0", "--latency-log", str(log)])
     printed = capsys.readouterr()

@@ -192,5 +192,5 @@ def test_segment_says_what_it_chose_and_counts_the_steps(tmp_path, capsys):
         assert "threads: adaptive between " in out
         summary = re.search(r"threads: steps (.*) \((\d+) probe rounds, \d+ changes\)\n", out)
         steps = [int(n) for n, _ in re.findall(r"(\d+) at (\d+)", summary.group(1))]
-        assert sum(steps) == 8 and int(summary.group(2)) >= 1 and len(steps) == 2  # the first round probed
+        assert sum(steps) == 8 and int(summary.group(2)) >= 1 and len(steps) >= 2  # the first round probed
     assert torch.get_num_threads() == before

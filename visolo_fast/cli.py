@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -26,7 +27,9 @@ from visolo_fast import backends
 from visolo_fast.checkpoint import _check_file
 from visolo_fast.classes import BUILT_IN, load_classes
 from visolo_fast.io import InputError
-from visolo_fast.io.live import DEFAULT_TIMEOUT, LatencyStats, Source, StoredSource, open_source, redact
+from visolo_fast.io.captures import DEFAULT_TIMEOUT
+from visolo_fast.io.live import LatencyStats, Source, StoredSource, open_source
+from visolo_fast.io.urls import redact
 from visolo_fast.io.outputs import MASKS, RunOutputs, mask_files
 from visolo_fast.io.video import quiet_opencv
 from visolo_fast.threads import USER_VARIABLES, ThreadController, ThreadPlan, plan_threads, usable_cores
@@ -429,13 +432,13 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
             now = time.monotonic()
             for (run, frame), result in zip(ready, results):
                 run.stats.add(now - frame.time)
-                if latency_log:
-                    latency_log.write(f"{run.number},{result.index},{frame.index},{frame.time - t0:.6f},{now - t0:.6f},"
-                                      f"{(now - frame.time) * 1000:.3f}\n")
                 try:
                     run.outputs.add(frame.image, result, frame.time)
                 except OSError as exc:
                     raise UserError(f"--out: {exc}; stopped there: {run.written()}") from None
+                if latency_log:  # NB: after the outputs: a row for each frame they hold
+                    latency_log.write(f"{run.number},{result.index},{frame.index},{frame.time - t0:.6f},{now - t0:.6f},"
+                                      f"{(now - frame.time) * 1000:.3f}\n")
             progress.update(status())
     except KeyboardInterrupt:
         interrupted = True
@@ -452,9 +455,15 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
     finally:
         progress.end()  # ends the progress line
         threads.close()  # torch's count as before (main() may run in a caller's process)
+        failures = []  # NB: every input's files closed, whatever one of them raises
         for run in inputs:
-            run.source.close()  # NB: the readers stop: the counts below are final
-            run.outputs.close(run.tracker)
+            for close in (run.source.close, functools.partial(run.outputs.close, run.tracker)):
+                try:
+                    close()  # the readers stop (one blocked in a read counts what it reads as queued)
+                except Exception as exc:  # noqa: BLE001 -- raised below, once all are closed
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
     elapsed = time.perf_counter() - start
     done = sum(run.outputs.frames for run in inputs)
     notes = set().union(*(run.source.notes | run.outputs.notes for run in inputs))
@@ -498,10 +507,10 @@ def _loop(engine, inputs: list[_Input], args, device, wake, progress: _Progress,
 def _counts(run: _Input) -> str:
     """What became of every frame read from an input (its source closed): ``9 read = 4
     processed + 5 dropped + 0 still queued at the end`` (+ those taken when the run stopped)."""
-    source = run.source
-    cut = source.taken - run.outputs.frames  # taken, not finished: the run stopped during their step
-    return (f"{source.read} read = {run.outputs.frames} processed + {source.dropped} dropped + {source.queued} still "
-            f"queued at the end" + (f" + {cut} stopped in the model" if cut else ""))
+    read, taken, dropped, queued = run.source.counts()
+    cut = taken - run.outputs.frames  # taken, not finished: the run stopped during their step
+    return (f"{read} read = {run.outputs.frames} processed + {dropped} dropped + {queued} still queued at the end"
+            + (f" + {cut} stopped in the model" if cut else ""))
 
 
 def _name(run: _Input, single: bool) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -242,7 +244,12 @@ def _run_on_ray(options: RayOptions, todo: list[Video], category_ids: tuple[int,
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
+        # NB: ray.init in the main thread makes SIGTERM exit at once; the command's own handler
+        # (SIGTERM as Ctrl-C: the results so far written) is put back
+        term = signal.getsignal(signal.SIGTERM)
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+        if threading.current_thread() is threading.main_thread() and term is not None:
+            signal.signal(signal.SIGTERM, term)
     try:
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))

@@ -12,14 +12,9 @@ Files, folders and pipes are never dropped.
 from __future__ import annotations
 
 import collections
-import errno
 import logging
 import os
-import re
-import socket
-import ssl
 import stat
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,16 +23,11 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from visolo_fast.io.video import FrameSource, InputError, _reason, _to_rgb, quiet_opencv
+from visolo_fast.io.captures import DEFAULT_TIMEOUT, Camera, Capture, OpenError, open_camera, open_file_url, open_stream
+from visolo_fast.io.urls import URL, redact
+from visolo_fast.io.video import FrameSource, InputError, one_line, quiet_opencv
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
-_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # the user's FFmpeg options, in OpenCV's syntax: key;value|key;value
 _log = logging.getLogger("visolo_fast.io")
-# A stream's first frame waits for its first keyframe, which cameras send every 1-10 s (x264's
-# default: every 250 frames): long enough for a 10 s interval, and the open that precedes it.
-DEFAULT_TIMEOUT = 12.0
-PROBE_BYTES = 32 << 20  # what FFmpeg may read while it looks for the first keyframe: 10 s at 25 Mbit/s
 
 
 class Frame(NamedTuple):
@@ -47,71 +37,6 @@ class Frame(NamedTuple):
     time: float  # capture time, time.monotonic(): when its data came from the source (network
     # streams: when FFmpeg returned the packet that completed it), or when a file's frame was read
     index: int  # its index in the source: frames read before it, dropped ones included
-
-
-def ffmpeg_options(url: str, rtsp_transport: str = "tcp", timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
-    """The FFmpeg options a stream at ``url`` is opened with, unless the environment sets
-    ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (``key;value|key;value``, which then wins).
-
-    Low delay without losing the first keyframe: no reordering delay in the decoder
-    (``flags low_delay``), and no ``fflags nobuffer``, which would throw away the packets read
-    while the stream is probed (its first keyframe among them: the first frame would then wait
-    for the next one, 10 s later on many cameras). The probe may last ``timeout``, so that a
-    stream whose keyframes are that far apart opens, and ends with the first keyframe: no
-    frames read to measure the frame rate (``fpsprobesize 0``), which would be handed out
-    late, their age hidden (0.4 s for a 25 FPS H.264 stream)."""
-    if _ENV in os.environ:
-        pairs = [item.split(";", 1) for item in os.environ[_ENV].split("|") if item]
-        return {key: value for key, value in (p + [""] if len(p) == 1 else p for p in pairs)}
-    options = {"flags": "low_delay", "analyzeduration": str(int(timeout * 1e6)), "probesize": str(PROBE_BYTES),
-               "fpsprobesize": "0"}
-    if url.lower().startswith(("rtsp://", "rtsps://")):
-        options["rtsp_transport"] = rtsp_transport
-    return options
-
-
-class _Url(NamedTuple):
-    """A URL cut as ``scheme://userinfo@host/rest``."""
-
-    scheme: str  # lower case
-    userinfo: str | None  # None: no ``@``
-    host: str  # with its port, as written (an IPv6 address in its brackets)
-    rest: str  # the path, query and fragment, from the first /, ? or # after the host
-
-
-def _split_url(url: str) -> _Url | None:
-    """``url`` cut into its parts, None if it is not ``scheme://...``; cut on the string, not
-    by :func:`urllib.parse.urlsplit`, so that a password holding an unencoded ``/``, ``?``,
-    ``#`` or ``@`` stays in the userinfo.
-
-    The userinfo ends at the URL's last ``@``, unless a ``/`` comes before any ``:``
-    (``http://host/snap@2x.jpg``: a host, then a path; not ``user:password``): then at the
-    last ``@`` before that ``/``, if any. When in doubt it takes too much, never too little:
-    in ``rtsp://user:pw@host/a@b`` the userinfo is ``user:pw@host/a``.
-    """
-    match = _URL.match(url)
-    if match is None:
-        return None
-    after = url[match.end():]
-    slash, colon = after.find("/"), after.find(":")
-    end = slash if slash >= 0 and not 0 <= colon < slash else len(after)
-    at = after.rfind("@", 0, end)
-    userinfo, place = (after[:at], after[at + 1:]) if at >= 0 else (None, after)
-    host = re.match(r"[^/?#]*", place).group()
-    return _Url(url[:match.end() - 3].lower(), userinfo, host, place[len(host):])
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages, logs and thread names:
-    ``rtsp://user:***@host/...``; a userinfo without ``:`` (a token, or a user name alone) is
-    hidden whole (``rtsp://***@host/...``). Whatever the password holds (``/``, ``#``, ``?``,
-    ``@``, ``%``), none of it is kept; the host is kept as written (``[::1]:8554``). Not a URL,
-    or no ``@``: ``url`` as it is."""
-    parts = _split_url(url)
-    if parts is None or parts.userinfo is None:
-        return url
-    user, colon, _ = parts.userinfo.partition(":")
-    return f"{url[:url.index('://') + 3]}{user + ':***' if colon else '***'}@{parts.host}{parts.rest}"
 
 
 class Source:
@@ -157,6 +82,11 @@ class Source:
         """Frames read and not handed out yet: waiting in the queue, or left in it when the
         source was closed. At any time, ``read == taken + dropped + queued``."""
         return 0
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(read, taken, dropped, queued), taken together: ``read == taken + dropped +
+        queued`` holds between them, whatever a reader thread does meanwhile."""
+        return self.read, self.taken, self.dropped, self.queued
 
     @property
     def ended(self) -> bool:
@@ -235,132 +165,6 @@ class StoredSource(Source):
         self._source.close()
 
 
-class _Capture:
-    """What a :class:`LiveSource`'s reader reads: decoded frames of a network stream or a camera.
-
-    Attributes:
-        fps: the source's frame rate (25 if unknown).
-        why: why the last :meth:`next` returned None, in a few words.
-        stale: frames decoded after a stall so far: read, and dropped (their age is unknown).
-    """
-
-    fps: float
-    why = ""
-    stale = 0
-
-    def next(self, timeout: float) -> tuple[np.ndarray, float] | None:
-        """The next frame, uint8 [H, W, 3] RGB, and when its data came (time.monotonic()); None
-        if none came within ``timeout`` seconds or the source ended (:attr:`why` says which)."""
-        raise NotImplementedError
-
-    def release(self) -> None:
-        raise NotImplementedError
-
-
-class _Camera(_Capture):
-    """A camera, through OpenCV."""
-
-    def __init__(self, capture: cv2.VideoCapture, name: str, notes: set[str]):
-        self._capture, self._name, self._notes = capture, name, notes
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and 0 < fps < 1000 else 25.0
-
-    def next(self, timeout: float) -> tuple[np.ndarray, float] | None:
-        start = time.monotonic()
-        while True:
-            if not self._capture.grab():
-                waited = time.monotonic() - start
-                self.why = f"no frame for {waited:.0f} s" if waited >= timeout * 0.9 else "the camera stopped"
-                return None
-            captured = time.monotonic()
-            ok, image = self._capture.retrieve()
-            if ok and image is not None:
-                return _to_rgb(image, self._name, self._notes), captured
-            if captured - start > timeout:
-                self.why = f"no frame for {captured - start:.0f} s"
-                return None
-
-    def release(self) -> None:
-        self._capture.release()
-
-
-class _Stream(_Capture):
-    """A network stream, demuxed and decoded by FFmpeg through PyAV (which sees each frame's
-    own size, and when each packet came; OpenCV rescales every frame to the first frame's
-    size, silently, and stamps the frames it flushes after a stall as new).
-
-    A frame's time is when FFmpeg returned the packet that completed it. The frames a decoder
-    still held when the stream stalled (read timed out) come out after it, seconds old: they
-    are dropped and counted in :attr:`stale`.
-    """
-
-    def __init__(self, container, url: str):
-        import av
-
-        self._av, self._container, self._url = av, container, url
-        stream = container.streams.video[0]
-        stream.codec_context.flags |= av.codec.context.Flags.low_delay
-        # NB: slice threads only: frame threads hold a frame per thread back, a frame of delay each
-        stream.codec_context.thread_type = av.codec.context.ThreadType.SLICE
-        rate = stream.average_rate or stream.guessed_rate
-        self.fps = float(rate) if rate and 0 < rate < 1000 else 25.0
-        self._packets = container.demux(stream)
-        self._ready: collections.deque[tuple[object, float]] = collections.deque()
-        self._held: list = []  # frames out of a flush: in time if the stream ended, stale if it stalled
-        self._last = time.monotonic()  # when the newest packet came
-        self._done = False
-
-    def next(self, timeout: float) -> tuple[np.ndarray, float] | None:
-        av, start = self._av, time.monotonic()
-        while not self._ready and not self._done:
-            if time.monotonic() - start >= timeout:  # packets, but no frame in them (no keyframe, broken)
-                self.why, self._done = f"no frame for {timeout:g} s", True
-                break
-            asked = time.monotonic()
-            try:
-                packet = next(self._packets)
-            except StopIteration:  # the end of the stream: the frames it flushed are its last
-                self._ready.extend((frame, self._last) for frame in self._held)
-                self.why, self._done = "the stream ended or its connection closed", True
-                break
-            except av.ExitError:  # FFmpeg's read waited `timeout` (the interrupt of av.open's timeout)
-                self.stale += len(self._held)
-                self.why, self._done = f"no frame for {time.monotonic() - start:.0f} s", True
-                break
-            except (av.FFmpegError, OSError) as exc:
-                self.stale += len(self._held)
-                closed = getattr(exc, "errno", None) in (errno.EIO, errno.ECONNRESET, errno.EPIPE)
-                self.why = "the stream ended or its connection closed" if closed else f"the stream failed ({_reason(exc)})"
-                self._done = True
-                break
-            flush = packet.size == 0  # what the demuxer sends, whatever the reason, as it stops
-            came = time.monotonic()
-            # NB: a packet that took the whole timeout to come was cut short by it: the demuxer
-            # hands out what it held (MPEG-TS completes a packet when the next one starts)
-            stalled = not flush and came - asked >= 0.9 * timeout
-            if not flush:
-                self._last = came
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:  # a damaged packet (a lost UDP datagram): the decoder goes on
-                continue
-            if flush:
-                self._held.extend(frames)
-            elif stalled:
-                self.stale += len(frames)
-                self.why, self._done = f"no frame for {came - start:.0f} s", True
-            else:
-                self._ready.extend((frame, self._last) for frame in frames)
-        if not self._ready:
-            return None
-        frame, came = self._ready.popleft()
-        return frame.to_ndarray(format="rgb24"), came
-
-    def release(self) -> None:
-        self._packets.close()
-        self._container.close()
-
-
 class LiveSource(Source):
     """A network stream or a camera, decoded continuously by a reader thread.
 
@@ -384,12 +188,9 @@ class LiveSource(Source):
 
     live = True
 
-    def __init__(self, spec: str, kind: str, opener: Callable[[set[str]], _Capture], every_frame: bool = False,
+    def __init__(self, spec: str, kind: str, opener: Callable[[set[str]], Capture], every_frame: bool = False,
                  queue_size: int = 32, reconnect: int = 5, timeout: float = DEFAULT_TIMEOUT,
                  log: Callable[[str], None] | None = None, wake: threading.Event | None = None):
-        if queue_size < 1 or reconnect < 0 or timeout <= 0:
-            raise ValueError(f"open_source: need queue_size >= 1, reconnect >= 0 and timeout > 0, got "
-                             f"queue_size={queue_size}, reconnect={reconnect}, timeout={timeout}")
         self.spec, self.kind, self.every_frame, self.count, self.notes = spec, kind, every_frame, None, set()
         self._opener, self._reconnect, self._timeout = opener, reconnect, timeout
         self._log = log or _log.warning
@@ -404,12 +205,13 @@ class LiveSource(Source):
         self._error: InputError | None = None
         self._finished = self._ended = False
         self._resized: tuple[int, int] | None = None  # the last other size said
+        self.size = None  # the first frame's
         capture = opener(self.notes)
         first = self._first(capture)
         if first is None:
-            raise InputError(f"INPUT: {redact(spec)}: opened, but no frame came within {timeout:g} s ({capture.why}; "
-                             f"a stream's first frame waits for its first keyframe: if they are further apart, "
-                             f"raise the timeout)")
+            why = capture.why if capture.why.startswith("no frame") else f"{capture.why} before its first frame"
+            raise InputError(f"INPUT: {redact(spec)}: opened, but {why} (a stream's first frame waits for its first "
+                             f"keyframe: if they are more than {timeout:g} s apart, raise the timeout)")
         self.size = first.image.shape[:2]
         self.fps = capture.fps
         self._put(first)
@@ -419,7 +221,7 @@ class LiveSource(Source):
 
     # -- the reader thread --------------------------------------------------------------
 
-    def _next(self, capture: _Capture) -> Frame | None:
+    def _next(self, capture: Capture) -> Frame | None:
         """The capture's next frame (letterboxed to the stream's size), None if none came
         within the timeout or the stream ended; frames it dropped as stale are counted."""
         got = capture.next(self._timeout)
@@ -431,15 +233,15 @@ class LiveSource(Source):
         if got is None:
             return None
         image, came = got
-        if hasattr(self, "size") and image.shape[:2] != self.size:
+        if self.size is not None and image.shape[:2] != self.size:
             image = self._letterbox(image)
         frame = Frame(image, came, self._next_index)
         self._next_index += 1
         return frame
 
-    def _first(self, capture: _Capture) -> Frame | None:
+    def _first(self, capture: Capture) -> Frame | None:
         """The first frame of a capture just opened; None (the capture released, its
-        :attr:`~_Capture.why` kept) if none came within the timeout."""
+        :attr:`~visolo_fast.io.captures.Capture.why` kept) if none came within the timeout."""
         self._stale = 0
         try:
             frame = self._next(capture)
@@ -469,11 +271,9 @@ class LiveSource(Source):
         return out
 
     def _put(self, frame: Frame) -> None:
+        # NB: a frame is counted read with its fate, under the lock (read == taken + dropped +
+        # queued at any time): a frame the reader holds while it waits for room, not yet
         with self._cond:
-            self._read += 1  # NB: counted with its fate, under the lock: read == taken + dropped + queued
-            if self._stop.is_set():
-                self._left += 1
-                return
             if self.every_frame:
                 while len(self._queue) >= self.queue_size and not self._stop.is_set():
                     self._waiting_since = self._waiting_since or time.monotonic()
@@ -481,10 +281,11 @@ class LiveSource(Source):
                 if self._waiting_since is not None:
                     self._waited += time.monotonic() - self._waiting_since
                     self._waiting_since = None
-                if self._stop.is_set():
-                    self._left += 1
-                    return
-            elif self._queue:
+            self._read += 1
+            if self._stop.is_set():
+                self._left += 1
+                return
+            if not self.every_frame and self._queue:
                 self._queue.popleft()
                 self._dropped += 1
             self._queue.append(frame)
@@ -492,7 +293,7 @@ class LiveSource(Source):
         if self._wake is not None:
             self._wake.set()
 
-    def _run(self, capture: _Capture) -> None:
+    def _run(self, capture: Capture) -> None:
         # NB: the tries are counted over reopens that gave a frame and then nothing again (a
         # server that sends one frame a connection): they start over only once frames have
         # come for `timeout` seconds after a reopen
@@ -515,7 +316,7 @@ class LiveSource(Source):
         except InputError as exc:
             self._error = exc
         except Exception as exc:  # noqa: BLE001 -- handed to the consumer, whatever it is
-            self._error = InputError(f"INPUT: {redact(self.spec)}: the reader failed: {type(exc).__name__}: {_reason(exc)}")
+            self._error = InputError(f"INPUT: {redact(self.spec)}: the reader failed: {type(exc).__name__}: {one_line(exc)}")
         finally:
             if capture is not None:
                 capture.release()
@@ -525,7 +326,7 @@ class LiveSource(Source):
             if self._wake is not None:
                 self._wake.set()
 
-    def _reopen(self, why: str, tries: int, lost: float) -> tuple[_Capture, Frame, int] | None:
+    def _reopen(self, why: str, tries: int, lost: float) -> tuple[Capture, Frame, int] | None:
         """The stream opened again, its first frame, and the tries used so far (``tries``
         before this loss, which happened at ``lost``); None if the source was closed meanwhile.
         A try succeeds when a frame comes: an open that gives none within the timeout fails."""
@@ -571,6 +372,10 @@ class LiveSource(Source):
     def queued(self) -> int:
         with self._cond:
             return len(self._queue) + self._left
+
+    def counts(self) -> tuple[int, int, int, int]:
+        with self._cond:
+            return self._read, self._taken, self._dropped, len(self._queue) + self._left
 
     @property
     def waited(self) -> float:
@@ -626,144 +431,12 @@ class LiveSource(Source):
             self._thread.join(timeout=0.5)
 
 
-class OpenError(InputError):
-    """A source that cannot be opened: ``reason`` says why, in a few words."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-def _open_stream(url: str, timeout: float, rtsp_transport: str) -> tuple[object, _Stream | None]:
-    """A network stream, opened by FFmpeg (PyAV) with :func:`ffmpeg_options` and ``timeout``
-    on opening and on each read: (its container, and a :class:`_Stream` of it, or None if
-    it declares a length: a file, read by OpenCV in order); else :class:`OpenError`."""
-    try:
-        import av
-    except ImportError:
-        raise OpenError(f"INPUT: cannot open {redact(url)}: network streams are read through PyAV, which is not "
-                        f"installed: pip install av", "PyAV is not installed") from None
-    start = time.monotonic()
-    try:
-        container = av.open(url, options=ffmpeg_options(url, rtsp_transport, timeout), timeout=(timeout, timeout))
-    except (av.FFmpegError, OSError) as exc:
-        waited = time.monotonic() - start
-        reason = _why_not(url, max(0.5, min(3.0, timeout - waited)))
-        if isinstance(exc, av.ExitError) and reason.startswith(("the server answered", "the server at", "timed out: no")):
-            # NB: the server is there: the probe waited for a video it can decode, a keyframe
-            reason = (f"no video within {timeout:g} s (no packets, or no keyframe yet: a stream's first frame waits "
-                      f"for its first keyframe; if they are further apart, raise the timeout)")
-        raise OpenError(f"INPUT: cannot open {redact(url)}: {reason}", reason) from None
-    if not container.streams.video:
-        container.close()
-        raise OpenError(f"INPUT: cannot open {redact(url)}: it holds no video", "it holds no video")
-    video = container.streams.video[0]
-    if video.frames > 0 or (container.duration or 0) > 0:
-        return container, None
-    return container, _Stream(container, url)
-
-
-def _open_file_url(url: str, timeout: float) -> cv2.VideoCapture:
-    """A video file over the network, opened by OpenCV (read in order, as a file)."""
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000)]
-    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-    if capture.isOpened():
-        return capture
-    capture.release()
-    reason = _why_not(url, min(3.0, timeout))
-    raise OpenError(f"INPUT: cannot open {redact(url)}: {reason}", reason)
-
-
-def _why_not(url: str, timeout: float) -> str:
-    """Why FFmpeg could not open ``url``, in a few words: found by connecting to it (and, for
-    HTTP and RTSP, asking for it) once."""
-    parts = _split_url(url)
-    scheme = parts.scheme
-    if scheme in ("udp", "rtp"):
-        return "timed out: no packets came (is the sender running and sending to this port?)"
-    # NB: the host as _split_url cut it: with urlsplit, a password holding a / became a host and port
-    place = re.fullmatch(r"(?:\[(?P<v6>[^\]]*)\]|(?P<name>[^:\[\]]*))(?::(?P<port>\d{0,5}))?", parts.host)
-    if place is None or (place["port"] and not 0 < int(place["port"]) < 65536):
-        return f"not a valid URL ({parts.host!r} is not a host or host:port)"
-    host = place["v6"] if place["v6"] is not None else place["name"]
-    port = int(place["port"]) if place["port"] else _DEFAULT_PORTS.get(scheme)
-    if not host or not port or scheme == "srt":
-        return "FFmpeg cannot open it (no such stream, or a protocol or format it does not read)"
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except socket.gaierror:
-        return f"host not found ({host})"
-    except ConnectionRefusedError:
-        return f"connection refused ({host}:{port}: no server there)"
-    except (socket.timeout, TimeoutError):
-        return f"timed out (no answer from {host}:{port})"
-    except OSError as exc:
-        return f"{exc.strerror or exc} ({host}:{port})"
-    try:
-        with sock:
-            sock.settimeout(timeout)
-            if scheme in ("https", "rtsps"):
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-            if scheme in ("http", "https"):
-                target = parts.rest.partition("#")[0]
-                target = target if target.startswith("/") else "/" + target
-                sock.sendall(f"GET {target} HTTP/1.0\r\nHost: {parts.host}\r\nUser-Agent: visolo_fast\r\n\r\n".encode())
-            elif scheme in ("rtsp", "rtsps"):
-                sock.sendall(f"DESCRIBE {redact(url)} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
-                             f"User-Agent: visolo_fast\r\n\r\n".encode())
-            else:
-                return f"the server at {host}:{port} accepted the connection, but FFmpeg found no video it can read"
-            status = sock.recv(1024).split(b"\r\n", 1)[0].decode("latin-1").strip()
-    except ssl.SSLError as exc:
-        return f"TLS failed: {exc.reason or exc}"
-    except (socket.timeout, TimeoutError):
-        return f"timed out (connected to {host}:{port}, no answer)"
-    except OSError as exc:
-        return f"{exc.strerror or exc} ({host}:{port})"
-    code = status.split(" ", 2)
-    if len(code) >= 2 and code[1].isdigit():
-        number, protocol = int(code[1]), code[0].split("/")[0]
-        text = f"{protocol} {' '.join(code[1:])}"
-        if number == 404:
-            return f"not found ({text})"
-        if number in (401, 403):
-            credentials = "wrong user or password?" if parts.userinfo else "the server wants user:password@ in the URL"
-            return f"{text} ({credentials})"
-        if number >= 400:
-            return text
-        return f"the server answered ({text}), but FFmpeg found no video it can read"
-    return f"the server at {host}:{port} answered, but not as {scheme.upper()}"
-
-
-def _open_camera(spec: str | int, timeout: float) -> cv2.VideoCapture:
-    """An open capture of a camera (an index or a device path), else :class:`OpenError`."""
-    if isinstance(spec, int) or spec.isdigit():
-        device, capture = f"/dev/video{int(spec)}", cv2.VideoCapture(int(spec))
-    else:
-        device, capture = spec, cv2.VideoCapture(spec, cv2.CAP_V4L2)
-        if not capture.isOpened():
-            capture = cv2.VideoCapture(spec)
-    if capture.isOpened():
-        return capture
-    capture.release()
-    reason = "not a camera OpenCV can open (busy, or not a capture device)"
-    if sys.platform.startswith("linux"):
-        if not os.path.exists(device):
-            reason = f"no {device}"
-        elif not os.access(device, os.R_OK | os.W_OK):
-            reason = f"permission denied on {device} (is this user in the 'video' group?)"
-        else:
-            reason = f"{device} is busy, or not a capture device"
-    name = f"camera {spec}" if isinstance(spec, int) or spec.isdigit() else f"the camera {spec}"
-    raise OpenError(f"INPUT: cannot open {name}: {reason}", reason)
-
-
 def is_live(spec: str | int) -> bool:
     """Whether ``spec`` names a live source: a URL (``scheme://``), a camera index that is not
     a path, or a character device (``/dev/video0``)."""
     if isinstance(spec, int):
         return True
-    if _URL.match(spec):
+    if URL.match(spec):
         return True
     if spec.isdigit() and not os.path.exists(spec):
         return True
@@ -792,15 +465,16 @@ def open_source(spec: str | int, every_frame: bool | None = None, queue_size: in
             ``queue_size`` frames (the reader waits when it is full); False (the default) the
             newest frame, the others dropped and counted. Files, folders and pipes always give
             every frame.
-        timeout: seconds each phase of a live source may take: opening it (a stream's probe
-            waits for its first keyframe), its first frame, and each frame after that (a
-            stream silent that long is reopened). The default, 12 s, lets a stream with a
-            keyframe every 10 s open.
+        timeout: seconds each phase of a network stream may take: opening it (FFmpeg gives
+            it to the connection and to the probe, which waits for the first keyframe, each),
+            its first frame, and each frame after that (a stream silent that long is
+            reopened). The default, 12 s, lets a stream with a keyframe every 10 s open. A
+            camera waits for a frame as long as its driver does (V4L2: 10 s).
         reconnect: tries to reopen a live source that was lost (backoff 0.5 s, 1 s, 2 s ... 8 s);
             a try succeeds when a frame comes.
         rtsp_transport: ``"tcp"`` (default) or ``"udp"``, for rtsp:// URLs. FFmpeg options
             come from ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` if it is set, else
-            :func:`ffmpeg_options`: low delay without losing the first keyframe.
+            :func:`~visolo_fast.io.captures.ffmpeg_options`: low delay without losing the first keyframe.
         log: called with one line for each reconnection try and for a change of frame size
             (default: the ``visolo_fast.io`` logger, at warning level).
         wake: an event the reader sets whenever a frame is ready or the source ends: wait on one
@@ -808,10 +482,14 @@ def open_source(spec: str | int, every_frame: bool | None = None, queue_size: in
 
     Raises:
         InputError: the source cannot be opened: one line that names it and says why
-            (connection refused, not found, timed out, ...), within about ``timeout`` seconds.
+            (connection refused, not found, timed out, ...), within about twice ``timeout``
+            seconds (at once when the host refuses or is not found).
     """
     if rtsp_transport not in ("tcp", "udp"):
         raise ValueError(f"open_source: rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
+    if queue_size < 1 or reconnect < 0 or timeout <= 0:
+        raise ValueError(f"open_source: need queue_size >= 1, reconnect >= 0 and timeout > 0, got "
+                         f"queue_size={queue_size}, reconnect={reconnect}, timeout={timeout}")
     if isinstance(spec, int):
         spec = str(spec)
     quiet_opencv()
@@ -831,27 +509,27 @@ def open_source(spec: str | int, every_frame: bool | None = None, queue_size: in
             return StoredSource(FrameSource.from_capture(capture, spec, "pipe"))
         return StoredSource(FrameSource(spec))
     every = bool(every_frame)
-    if _URL.match(spec):
-        container, stream = _open_stream(spec, timeout, rtsp_transport)
+    if URL.match(spec):
+        stream = open_stream(spec, timeout, rtsp_transport)
         if stream is None:  # a stream of known length (a file over HTTP, an HLS playlist that ends): a file
-            container.close()
-            capture = _open_file_url(spec, timeout)
+            capture = open_file_url(spec, timeout)
             count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
             return StoredSource(FrameSource.from_capture(capture, redact(spec), "video file over the network",
                                                          count if count > 0 else None))
         first = [stream]
 
-        def opener(_notes: set[str]) -> _Capture:
-            return first.pop() if first else _open_stream(spec, timeout, rtsp_transport)[1] or _as_file(spec)
+        def opener(_notes: set[str]) -> Capture:
+            if first:
+                return first.pop()
+            again = open_stream(spec, timeout, rtsp_transport)
+            if again is None:
+                raise OpenError(f"INPUT: {redact(spec)}: it came back as a stream of known length (a file), no longer "
+                                f"live", "it came back as a file, no longer live")
+            return again
 
         return LiveSource(spec, "live stream", opener, every, queue_size, reconnect, timeout, log, wake)
-    return LiveSource(spec, "camera", lambda notes: _Camera(_open_camera(spec, timeout), spec, notes), every,
+    return LiveSource(spec, "camera", lambda notes: Camera(open_camera(spec, timeout), spec, notes), every,
                       queue_size, reconnect, timeout, log, wake)
-
-
-def _as_file(url: str) -> _Capture:
-    raise OpenError(f"INPUT: {redact(url)}: reopened as a stream of known length (a file), no longer live",
-                    "reopened as a file, no longer live")
 
 
 class LatencyStats:

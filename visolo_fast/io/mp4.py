@@ -259,11 +259,11 @@ def set_frame_times(path: str, times: Sequence[float]) -> None:
     The file must hold one track, without composition offsets (no ``ctts``: frames shown in
     decoding order), an edit list of one segment from the media's start if it has one, and
     its ``moov`` box last, after the data its chunk offsets point to (raises
-    :class:`Mp4Error` otherwise, the file unchanged). ``ValueError``: times that do not
-    increase.
+    :class:`Mp4Error` otherwise, the file unchanged). ``ValueError``: times that
+    decrease.
     """
-    if any(b <= a for a, b in zip(times, times[1:])):
-        raise ValueError("set_frame_times: the times must increase")
+    if any(b < a for a, b in zip(times, times[1:])):  # NB: equal times (frames of one packet) get a tick each
+        raise ValueError("set_frame_times: the times must not decrease")
     with open(path, "r+b") as f:
         offset, size = _top_level_moov(f)
         if offset + size != f.seek(0, 2):

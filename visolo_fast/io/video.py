@@ -46,7 +46,7 @@ def _natural_key(name: str):
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _to_rgb(image: np.ndarray, name: str, notes: set[str]) -> np.ndarray:
+def to_rgb(image: np.ndarray, name: str, notes: set[str]) -> np.ndarray:
     """An OpenCV image (gray, BGR or BGRA) as RGB; what was converted goes to `notes`."""
     if image.ndim == 2 or image.shape[2] == 1:
         notes.add(f"grayscale frames (such as {name}) converted to RGB")
@@ -57,7 +57,7 @@ def _to_rgb(image: np.ndarray, name: str, notes: set[str]) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _pil_to_rgb(image: Image.Image, name: str, notes: set[str]) -> np.ndarray:
+def _pilto_rgb(image: Image.Image, name: str, notes: set[str]) -> np.ndarray:
     """A decoded PIL image as RGB uint8; what was converted goes to `notes`."""
     if image.mode in ("1", "L"):
         notes.add(f"grayscale frames (such as {name}) converted to RGB")
@@ -164,7 +164,7 @@ class FrameSource:
                 with Image.open(path) as image:
                     size, mode, fmt = (image.height, image.width), image.mode, image.format
             except Exception as exc:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError... for bad files
-                raise InputError(f"{self.what}: frame {index} ({path}) is not an image PIL can read: {_reason(exc)}") from None
+                raise InputError(f"{self.what}: frame {index} ({path}) is not an image PIL can read: {one_line(exc)}") from None
             if mode not in _8BIT_MODES:
                 raise InputError(_not_8bit(self.what, path, index, mode))
             if first is None:
@@ -182,7 +182,7 @@ class FrameSource:
         ok, image = self._capture.read()
         if not ok or image is None:
             raise InputError(f"INPUT: OpenCV cannot decode a frame of {self.spec}")
-        return _to_rgb(image, self.spec, self.notes)
+        return to_rgb(image, self.spec, self.notes)
 
     def _decode(self, path: str, index: int) -> Image.Image:
         from PIL import Image
@@ -195,13 +195,13 @@ class FrameSource:
             raise InputError(f"{self.what}: frame {index} ({path}) is gone (deleted while reading the folder?)") from None
         except Exception as exc:  # noqa: BLE001 -- PIL: OSError (truncated), SyntaxError (broken PNG), ...
             raise InputError(f"{self.what}: frame {index} ({path}) cannot be decoded, the file is damaged or cut short: "
-                             f"{_reason(exc)}") from None
+                             f"{one_line(exc)}") from None
 
     def _read_file(self, path: str, index: int) -> np.ndarray:
         image = self._decode(path, index)
         if image.mode not in _8BIT_MODES:
             raise InputError(_not_8bit(self.what, path, index, image.mode))
-        return _pil_to_rgb(image, os.path.basename(path), self.notes)
+        return _pilto_rgb(image, os.path.basename(path), self.notes)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield self._first
@@ -219,7 +219,7 @@ class FrameSource:
             if not ok:
                 break
             read += 1
-            yield _to_rgb(image, self.spec, self.notes)
+            yield to_rgb(image, self.spec, self.notes)
         if self.count is not None and read < self.count:
             self.notes.add(f"the video file declares {self.count} frames, OpenCV decoded {read}: "
                            f"a damaged or cut-short file?")
@@ -234,7 +234,7 @@ def _not_8bit(what: str, path: str, index: int, mode: str) -> str:
             f"8-bit images (gray, RGB or RGBA)")
 
 
-def _reason(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -297,6 +297,6 @@ class VideoWriter:
         if self._times:
             try:
                 set_frame_times(self.path, [*self._times, end])
-            except (Mp4Error, IndexError, struct.error) as exc:
+            except (Mp4Error, IndexError, struct.error, ValueError, OSError) as exc:  # NB: the file stays playable
                 self.notes.add(f"{self.path} plays at {self._fps:g} frames a second, not at the frames' own times "
                                f"(its index could not be rewritten: {exc})")
