@@ -26,6 +26,7 @@ import visolo_fast as vf
 from visolo_fast import backends
 from visolo_fast.checkpoint import _check_file
 from visolo_fast.classes import BUILT_IN, load_classes
+from visolo_fast.engine.precision import DTYPES, dtype_name
 from visolo_fast.io import InputError
 from visolo_fast.io.captures import DEFAULT_TIMEOUT
 from visolo_fast.io.live import LatencyStats, Source, StoredSource, open_source
@@ -52,10 +53,6 @@ def _info(_args) -> int:
     print(f"CPU threads: {usable_cores()} usable cores, torch uses {torch.get_num_threads()}; {given}; segment on the "
           f"CPU: {plan_threads().describe()}")
     return 0
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _no_gpu() -> str:
@@ -109,7 +106,7 @@ def _check_options(args) -> None:
     if getattr(args, "package", None):
         given = [option for option, on in (("--weights", args.weights), ("--trusted", args.trusted),
                                             (f"--backend {args.backend}", args.backend != "auto"),
-                                            (f"--dtype {_dtype_name(args.dtype)}", args.dtype != torch.float32),
+                                            (f"--dtype {dtype_name(args.dtype)}", args.dtype != torch.float32),
                                             ("--compile", args.compile), ("--cuda-graphs", args.cuda_graphs),
                                             ("--device cuda", args.device != "cpu")) if on]
         if given:
@@ -126,7 +123,7 @@ def _check_engine_options(args) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device cuda: {_no_gpu()}; use --device cpu (the default)")
     if args.backend == "reference":
-        extras = [option for option, given in ((f"--dtype {_dtype_name(args.dtype)}", args.dtype != torch.float32),
+        extras = [option for option, given in ((f"--dtype {dtype_name(args.dtype)}", args.dtype != torch.float32),
                                                ("--compile", args.compile), ("--cuda-graphs", args.cuda_graphs)) if given]
         if extras:
             raise UserError(f"{extras[0]}: the reference engine (--backend reference) runs in float32 without "
@@ -222,7 +219,7 @@ def _load_net(args, device: torch.device, classes: tuple[str, ...] | None, caps:
             engine = vf.Engine.from_package(args.package, **changes)
         except PackageError as exc:
             raise UserError(f"--package {exc}") from None
-        print(f"package: {args.package} ({engine.device.type}, {_dtype_name(engine.runner.dtype)}, "
+        print(f"package: {args.package} ({engine.device.type}, {dtype_name(engine.runner.dtype)}, "
               f"weights: {engine.runner.checkpoint})")
         if classes is not None and len(classes) != engine.config.num_classes:
             raise UserError(f"--classes: {len(classes)} class names, but the package has {engine.config.num_classes} "
@@ -545,7 +542,7 @@ def _export(args) -> int:
     if args.weights:
         with open(args.weights, "rb") as f:
             source = f"{os.path.basename(args.weights)} (sha256 {hashlib.file_digest(f, 'sha256').hexdigest()[:16]})"
-    print(f"exporting the frame function ({device.type}, {_dtype_name(args.dtype)}, input "
+    print(f"exporting the frame function ({device.type}, {dtype_name(args.dtype)}, input "
           f"{net.config.input_size[0]} x {net.config.input_size[1]}): torch.export, then AOTInductor compiles it "
           f"(a minute or more)", flush=True)
     start = time.perf_counter()
@@ -663,7 +660,7 @@ def _run_dataset(args, dataset, net, device: torch.device, out_dir: str) -> int:
 
     header = {"annotations": os.path.abspath(args.annotations), "videos": len(dataset.videos),
               "weights": os.path.abspath(args.weights) if args.weights else "random (seed 0)",
-              "device": device.type, "backend": args.backend, "dtype": _dtype_name(args.dtype),
+              "device": device.type, "backend": args.backend, "dtype": dtype_name(args.dtype),
               "max_memory_frames": args.max_memory_frames}
     engine = dict(backend=args.backend, dtype=args.dtype, compile=args.compile, cuda_graphs=args.cuda_graphs)
     if args.ray is None:
@@ -768,9 +765,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _dtype(text: str) -> torch.dtype:
-    if text not in ("float32", "float16", "bfloat16"):
-        raise argparse.ArgumentTypeError(f"must be float32, float16 or bfloat16, got {text!r}")
-    return getattr(torch, text)
+    if text not in DTYPES:
+        raise argparse.ArgumentTypeError(f"must be {', '.join(list(DTYPES)[:-1])} or {list(DTYPES)[-1]}, got {text!r}")
+    return DTYPES[text]
 
 
 def _at_least_3(text: str) -> int:

@@ -157,7 +157,7 @@ def test_model_made_in_inference_mode(frames):
 def test_float32_means_ieee_on_a_gpu():
     """The engine's frames run with TF32 off (cuDNN convolutions default to it), and the
     user's settings come back afterwards (the flags exist without a GPU)."""
-    from visolo_fast.engine.engine import ieee_float32
+    from visolo_fast.engine.precision import ieee_float32
 
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
     saved = conv.fp32_precision, matmul.fp32_precision

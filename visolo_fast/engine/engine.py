@@ -33,12 +33,12 @@ from visolo_fast import backends
 from visolo_fast.engine.frame import MemoryRead, frame_instances
 from visolo_fast.engine.instances import InstanceSlots
 from visolo_fast.engine.memory import MemoryBank
+from visolo_fast.engine.precision import DTYPES, ieee_float32
 from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.engine.stages import stage
 from visolo_fast.model.visolo import MemoryEntry
 from visolo_fast.transfer import to_device
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class FramePass(NamedTuple):
@@ -238,25 +238,7 @@ def _check_settings(device: torch.device, backend: str, dtype, compile, cuda_gra
         raise ValueError(f"Engine: fixed_shapes must be None, True or False, got {fixed_shapes!r}")
     if not isinstance(compile, (bool, str)):
         raise ValueError(f"Engine: compile must be True, False or a torch.compile backend's name, got {compile!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"Engine: dtype must be one of {[str(d) for d in DTYPES]}, got {dtype!r}")
+    if dtype not in DTYPES.values():
+        raise ValueError(f"Engine: dtype must be one of {[f'torch.{name}' for name in DTYPES]}, got {dtype!r}")
     if cuda_graphs and device.type != "cuda":
         raise ValueError(f"Engine: cuda_graphs=True needs the model on a GPU, it is on {device}")
-
-
-@contextlib.contextmanager
-def ieee_float32(device: torch.device):
-    """float32 means float32 on a GPU too: cuDNN convolutions default to TF32 (a 10-bit
-    mantissa) on Ampere and later, and a user may have enabled it for matrix products;
-    either would break the parity with the reference and the float32 decisions. The
-    engine runs its frames under this (bfloat16 is the fast choice)."""
-    if device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = saved

@@ -36,15 +36,14 @@ import torch
 
 from visolo_fast import backends
 from visolo_fast.config import VisoloConfig
-from visolo_fast.engine.engine import ieee_float32
 from visolo_fast.engine.frame import FrameOut, MemoryRead
 from visolo_fast.engine.instances import InstanceSlots
+from visolo_fast.engine.precision import DTYPES, dtype_name, ieee_float32
 from visolo_fast.engine.runner import NetworkRunner
 from visolo_fast.engine.stages import stage
 from visolo_fast.model.visolo import memory_entry_shapes
 
 FORMAT = "1"  # the package's interface and metadata; a change makes older packages refused
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The config fields applied outside the package (the tracker's, the memory's cap): a package
 # runs with other values of these (a cap up to the one it was built with).
 CHANGEABLE = ("tracking_thr", "max_lost_frames", "max_memory_frames")
@@ -99,7 +98,7 @@ def export_package(net, path: str | os.PathLike, dtype: torch.dtype = torch.floa
                "source_keys": None, "weighted": None}
     with torch.no_grad(), ieee_float32(device):
         program = torch.export.export(_Frame(runner).eval(), example, dynamic_shapes=dynamic, strict=False)
-    metadata = {"visolo_fast.format": FORMAT, "visolo_fast.dtype": str(dtype).removeprefix("torch."),
+    metadata = {"visolo_fast.format": FORMAT, "visolo_fast.dtype": dtype_name(dtype),
                 "visolo_fast.device": device.type, "visolo_fast.checkpoint": checkpoint,
                 "visolo_fast.cpu_isa_extra": _unnamed_isa() if device.type == "cpu" else "",
                 **{f"visolo_fast.config.{k}": json.dumps(v) for k, v in config.to_dict().items()}}

@@ -22,9 +22,6 @@ from torch.utils._pytree import tree_map
 
 from visolo_fast.engine.frame import FrameOut, MemoryRead, run_frame
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 class CudaGraphed:
     """Replays ``fn`` from a CUDA graph, one graph per input signature (shapes, and the values
     of arguments that are not tensors).
