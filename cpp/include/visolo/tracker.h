@@ -7,7 +7,7 @@
 // (section 3), the association with the previous frame and the candidates (section 6), the
 // tracks' categories and the masks at the output size (section 7).
 //
-//   visolo::load_ops("libvisolo_fast_ops.so");  // or link it with -Wl,--no-as-needed
+//   visolo::load_ops("build-cmake/libvisolo_fast_ops.so");  // a path; or link it with -Wl,--no-as-needed
 //   visolo::Tracker tracker("visolo.pt2");
 //   for (const at::Tensor& frame : frames) {     // uint8 [H, W, 3] RGB, CPU
 //     visolo::FrameResult r = tracker.step(frame);
@@ -49,7 +49,8 @@ struct Config {
 
 // Loads the ops library (libvisolo_fast_ops) into the process: a package calls the
 // visolo_fast:: ops through the dispatcher, which must know them before the package loads.
-// Throws std::runtime_error with dlopen's reason.
+// Throws std::runtime_error with dlopen's reason. A path with a '/' is opened as it is; dlopen
+// looks a bare file name up in LD_LIBRARY_PATH and the system's folders, not the current one.
 void load_ops(const std::string& path);
 
 // Whether the visolo_fast:: ops are registered in this process.
