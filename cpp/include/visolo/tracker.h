@@ -117,7 +117,7 @@ struct TrackerOptions {
   // package's max_lost_frames), kUnbounded (the official rule) or N >= 1 (VisoloConfig).
   static constexpr int64_t kFromPackage = -1, kUnbounded = 0;
   int64_t max_lost_frames = kFromPackage;
-  // The association threshold; default: the package's tracking_thr.
+  // The association threshold, in [0, 1] (as VisoloConfig); default: the package's tracking_thr.
   std::optional<double> tracking_thr;
   // The memory's cap, N >= 3 and at most the package's cap (the package reads no longer
   // memory); default: the package's max_memory_frames. As engine/package.py allows.
