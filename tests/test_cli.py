@@ -272,6 +272,26 @@ def test_options_that_cannot_run_here_are_refused_first(tmp_path, video, options
     assert not out.exists()
 
 
+def test_a_package_that_is_no_file_is_refused_first(tmp_path, video, capsys, monkeypatch):
+    """Nothing, a folder or a pipe as --package: one line naming it, before the input is opened
+    (the package loader's own errors, "file open failed", name neither the file nor the problem)."""
+    def no_input(*_):
+        raise AssertionError("the input was opened before --package was checked")
+
+    monkeypatch.setattr(cli, "open_source", no_input)
+    missing, folder, pipe = tmp_path / "nope.pt2", tmp_path / "folder.pt2", tmp_path / "pipe.pt2"
+    folder.mkdir()
+    os.mkfifo(pipe)
+    cases = [(missing, "no such package file (write one with `python -m visolo_fast export --out"),
+             (folder, "a folder, not a package file; give the .pt2 file `python -m visolo_fast export` writes"),
+             (pipe, "not a regular file; give the .pt2 file")]
+    out = tmp_path / "out"
+    for path, message in cases:
+        assert main(["segment", video, "--package", str(path), "--out", str(out)]) == 2
+        assert refused_line(capsys).startswith(f"error: --package {path}: {message}")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("options,message", options_that_cannot_run_here()[:2], ids=["backend-cuda", "cuda-graphs"])
 def test_options_are_refused_before_the_model_is_made(tmp_path, options, message, capsys, monkeypatch):
     def no_model(*_):

@@ -115,6 +115,12 @@ def _check_options(args) -> None:
         if given:
             raise UserError(f"{given[0]}: a --package holds its weights, device, dtype and compiled code (chosen by "
                             f"`python -m visolo_fast export`); drop {given[0].split()[0]}")
+        from visolo_fast.engine.package import PackageError, check_file
+
+        try:
+            check_file(args.package)
+        except PackageError as exc:
+            raise UserError(f"--package {exc}") from None
     else:
         _check_engine_options(args)
     _check_outputs(args)

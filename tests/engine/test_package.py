@@ -130,6 +130,9 @@ def test_package_refusals(capped, tmp_path, monkeypatch):
     assert vf.Engine.from_package(path, tracking_thr=1).config.tracking_thr == 1
     with pytest.raises(PackageError, match="no such package file"):
         vf.Engine.from_package(tmp_path / "missing.pt2")
+    (tmp_path / "folder.pt2").mkdir()
+    with pytest.raises(PackageError, match=r"/folder.pt2: a folder, not a package file; give the .pt2 file"):
+        vf.Engine.from_package(tmp_path / "folder.pt2")
     (tmp_path / "text.pt2").write_text("not a package")
     with pytest.raises(PackageError, match="text.pt2: not a loadable AOTInductor package"):
         vf.Engine.from_package(tmp_path / "text.pt2")
