@@ -137,24 +137,47 @@ def test_user_mistakes_are_messages(tmp_path, weights, video, capsys):
         "neither one of")
     (tmp_path / "file").write_text("")
     bad(["segment", video, "--weights", weights, "--out", str(tmp_path / "file" / "sub")], capsys, "cannot write to")
-    with pytest.raises(SystemExit) as exc:
-        main(["segment", video, "--output-size", "big"])
-    assert exc.value.code == 2 and "must be HxW" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["demo", "--frames", "0"])
-    assert "must be at least 1" in capsys.readouterr().err
+    bad(["segment", video, "--output-size", "big"], capsys, "error: --output-size: must be HxW")
+    bad(["demo", "--frames", "0"], capsys, "error: --frames: must be at least 1")
     bad(["demo", "--frames", "1", "--backend", "cuda", "--out", str(tmp_path / "d")], capsys,
         "--backend cuda: runs on a GPU, and this run is on the CPU (--device cpu)")
     bad(["segment", video, "--weights", weights, "--cuda-graphs", *out], capsys,
         "--cuda-graphs: CUDA graphs replay work on a GPU, and this run is on the CPU")
     bad(["segment", video, "--weights", weights, "--backend", "reference", "--dtype", "bfloat16", *out], capsys,
         "the reference engine")
-    with pytest.raises(SystemExit):
-        main(["demo", "--dtype", "float64"])
-    assert "must be float32, float16 or bfloat16" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["demo", "--max-memory-frames", "2"])
-    assert "must be at least 3" in capsys.readouterr().err
+    bad(["demo", "--dtype", "float64"], capsys, "error: --dtype: must be float32, float16 or bfloat16")
+    bad(["demo", "--max-memory-frames", "2"], capsys, "error: --max-memory-frames: must be at least 3")
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["demo", "--frames", "0"], "error: --frames: must be at least 1, got 0"),
+    (["demo", "--frames", "many"], "error: --frames: must be an integer, got 'many'"),
+    (["demo", "--max-memory-frames", "2"],
+     "error: --max-memory-frames: must be at least 3 (frame 0, the previous and the current frame), got 2"),
+    (["segment", "x", "--max-lost-frames", "0"], "error: --max-lost-frames: must be at least 1, got 0"),
+    (["segment", "x", "--timeout", "soon"], "error: --timeout: must be a number of seconds > 0, got 'soon'"),
+    (["segment", "x", "--reconnect", "-1"], "error: --reconnect: must be 0 or more, got -1"),
+    (["demo", "--output-size", "0x5"], "error: --output-size: must be positive, got '0x5'"),
+    (["demo", "--device", "tpu"], "error: --device: invalid choice: 'tpu' (choose from 'cpu', 'cuda')"),
+    (["shapes", "o", "--videos", "0"], "error: --videos: must be at least 1, got 0"),
+], ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None)
+def test_an_option_value_refused_is_one_line(argv, line, tmp_path, capsys, monkeypatch):
+    """As the README promises: one line naming the option, exit status 2, no usage block."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == line + "\n"
+    assert not any(tmp_path.iterdir())  # refused before anything was made
+
+
+@pytest.mark.parametrize("argv,says", [(["demo", "--frames"], "argument --frames: expected one argument"),
+                                       (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+                                       (["dem"], "argument command: invalid choice: 'dem'")])
+def test_a_wrong_command_line_keeps_the_usage(argv, says, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("usage: python -m visolo_fast") and says in err
 
 
 def test_segment_in_bfloat16_with_a_capped_memory(tmp_path, weights, video, capsys, monkeypatch):
@@ -269,6 +292,26 @@ def test_options_that_cannot_run_here_are_refused_first(tmp_path, video, options
     out = tmp_path / "out"
     assert main(["segment", video, "--out", str(out), *options]) == 2
     assert refused_line(capsys).startswith(f"error: {message}")
+    assert not out.exists()
+
+
+def test_a_package_that_is_no_file_is_refused_first(tmp_path, video, capsys, monkeypatch):
+    """Nothing, a folder or a pipe as --package: one line naming it, before the input is opened
+    (the package loader's own errors, "file open failed", name neither the file nor the problem)."""
+    def no_input(*_):
+        raise AssertionError("the input was opened before --package was checked")
+
+    monkeypatch.setattr(cli, "open_source", no_input)
+    missing, folder, pipe = tmp_path / "nope.pt2", tmp_path / "folder.pt2", tmp_path / "pipe.pt2"
+    folder.mkdir()
+    os.mkfifo(pipe)
+    cases = [(missing, "no such package file (write one with `python -m visolo_fast export --out"),
+             (folder, "a folder, not a package file; give the .pt2 file `python -m visolo_fast export` writes"),
+             (pipe, "not a regular file; give the .pt2 file")]
+    out = tmp_path / "out"
+    for path, message in cases:
+        assert main(["segment", video, "--package", str(path), "--out", str(out)]) == 2
+        assert refused_line(capsys).startswith(f"error: --package {path}: {message}")
     assert not out.exists()
 
 

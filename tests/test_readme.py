@@ -82,3 +82,17 @@ def test_readme_package_commands_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "package: visolo.pt2 (cpu, float32, weights: random weights (demo))" in out
     assert "done: 4 frames" in out and (tmp_path / "visolo_demo" / "results.json").exists()
+
+
+def test_readme_cpp_block_loads_the_ops_by_a_path():
+    """dlopen looks a bare file name up in LD_LIBRARY_PATH and the system's folders, not the
+    current folder: the C++ block names the ops library by its path in the build folder that
+    the README's cmake command makes."""
+    text = README.read_text()
+    paths = [p for block in re.findall(r"```cpp\n(.*?)```", text, flags=re.S)
+             for p in re.findall(r'load_ops\("([^"]*)"\)', block)]
+    assert paths, "no README C++ block calls visolo::load_ops"
+    for path in paths:
+        folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
+        assert folder and name == "libvisolo_fast_ops.so", path
+        assert f"cmake -S . -B {folder} " in text, f"{path}: no README cmake command builds into {folder}"

@@ -112,6 +112,12 @@ def _check_options(args) -> None:
         if given:
             raise UserError(f"{given[0]}: a --package holds its weights, device, dtype and compiled code (chosen by "
                             f"`python -m visolo_fast export`); drop {given[0].split()[0]}")
+        from visolo_fast.engine.package import PackageError, check_file
+
+        try:
+            check_file(args.package)
+        except PackageError as exc:
+            raise UserError(f"--package {exc}") from None
     else:
         _check_engine_options(args)
     _check_outputs(args)
@@ -770,8 +776,15 @@ def _dtype(text: str) -> torch.dtype:
     return DTYPES[text]
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 def _at_least_3(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 3:
         raise argparse.ArgumentTypeError(f"must be at least 3 (frame 0, the previous and the current frame), got {value}")
     return value
@@ -786,28 +799,55 @@ def _lost_frames(text: str) -> int | str:
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # refused below, with the text given
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with an option's value that is refused (by its type's check, or not one of
+    its choices) as the run's other errors: one line, ``error: --option: why``, exit status 2
+    (a :class:`UserError`, printed by :func:`main`). A wrong command line (an unknown option or
+    command, a missing value) keeps argparse's usage and message. Subparsers are of this class too."""
+
+    def _get_value(self, action, arg_string):
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as exc:
+            raise _refused(action, exc) from None
+
+    def _check_value(self, action, value):
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            raise _refused(action, exc) from None
+
+
+def _refused(action: argparse.Action, exc: argparse.ArgumentError) -> Exception:
+    # NB: a positional's value (the command's name, among them) is the command line's shape: argparse's error
+    return UserError(f"{'/'.join(action.option_strings)}: {exc.message}") if action.option_strings else exc
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m visolo_fast", description=vf.__doc__)
+    parser = _Parser(prog="python -m visolo_fast", description=vf.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, and which backends are usable (and why not)").set_defaults(run=_info)
     segment = sub.add_parser("segment", help="segment and track a video file, a folder of frames, a stream or a camera")
@@ -931,14 +971,14 @@ def main(argv: list[str] | None = None) -> int:
     2 an error, 130 stopped by Ctrl-C, 143 (128 + SIGTERM) stopped by SIGTERM, which is
     handled as Ctrl-C (``python -m visolo_fast`` then ends by the signal itself)."""
     quiet_opencv()  # before the first video is opened: our one-line errors, not FFmpeg's and OpenCV's logs
-    args = _parser().parse_args(argv)
-    for cap in ("max_memory_frames", "max_lost_frames"):
-        if getattr(args, cap, None) == "none" and args.command != "segment":
-            setattr(args, cap, None)  # the default there
-    if getattr(args, "out", None):
-        args.out = _tidy(args.out)
     with _sigterm_as_ctrl_c() as terminated:
         try:
+            args = _parser().parse_args(argv)
+            for cap in ("max_memory_frames", "max_lost_frames"):
+                if getattr(args, cap, None) == "none" and args.command != "segment":
+                    setattr(args, cap, None)  # the default there
+            if getattr(args, "out", None):
+                args.out = _tidy(args.out)
             status = args.run(args)
         except UserError as exc:
             print("error: " + " ".join(str(exc).split()), file=sys.stderr)

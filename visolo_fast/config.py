@@ -58,6 +58,11 @@ class VisoloConfig:
              "input_size must be (H, W), multiples of 16 (the res4 stride)", self.input_size)
         need(self.dim % 2 == 0 and self.dim % self.norm_groups == 0 and (self.dim // 2) % self.norm_groups == 0,
              f"dim and dim / 2 must be multiples of norm_groups={self.norm_groups}", self.dim)
+        # NB: one rule with the C++ tracker (TrackerOptions): the similarities it is compared to
+        # are sigmoids, so a value outside [0, 1] (or NaN, which every comparison fails) is a mistake.
+        thr = self.tracking_thr
+        need(isinstance(thr, (int, float)) and not isinstance(thr, bool) and 0 <= thr <= 1,
+             "tracking_thr must be a number in [0, 1] (the similarities are sigmoids)", thr)
         need(self.nms_kernel in ("gaussian", "linear"), "nms_kernel must be 'gaussian' or 'linear'", self.nms_kernel)
         need(self.max_memory_frames is None or (isinstance(self.max_memory_frames, int) and self.max_memory_frames >= 3),
              "max_memory_frames must be None or an integer >= 3", self.max_memory_frames)

@@ -10,7 +10,8 @@
 // ops library (default: libvisolo_fast_ops.so beside this program).
 //
 // A wrong argument stops the program before any frame runs, with one line naming it and exit
-// status 2; a frame that cannot be read midway, with exit status 1 and nothing written.
+// status 2; a frame that cannot be read midway, with exit status 1 and nothing written (an --out
+// folder it made is removed again).
 
 #include <unistd.h>
 
@@ -194,6 +195,11 @@ std::string lower_extension(const fs::path& path) {
   return ext;
 }
 
+// The largest side of a PPM frame read: a header's size is checked against it before anything
+// is computed from it (height * width * 3 of a 2^32-sided header overflows), and a frame
+// larger than this is a damaged header, not a video frame.
+constexpr int64_t kMaxPpmSide = 1 << 16;
+
 // A binary PPM (P6, 8-bit): its header, then its pixels, RGB.
 struct Ppm {
   int64_t height = 0, width = 0;
@@ -232,6 +238,11 @@ Ppm read_ppm_header(const fs::path& path, std::ifstream& in) {
   }
   if (ppm.width < 1 || ppm.height < 1) {
     throw std::runtime_error(name + ": a PPM frame must have a positive size");
+  }
+  if (ppm.width > kMaxPpmSide || ppm.height > kMaxPpmSide) {
+    throw std::runtime_error(name + ": its header says " + std::to_string(ppm.width) + " x " +
+                             std::to_string(ppm.height) + ", and a PPM frame's sides must be at most " +
+                             std::to_string(kMaxPpmSide));
   }
   ppm.data = in.tellg();  // one whitespace character after maxval, consumed by token()
   return ppm;
@@ -280,7 +291,7 @@ class FolderSource : public FrameSource {
       if (lower_extension(file) == ".ppm") {
         std::ifstream in(file, std::ios::binary);
         const Ppm ppm = read_ppm_header(file, in);
-        const uintmax_t expected = static_cast<uintmax_t>(ppm.data) + ppm.height * ppm.width * 3;
+        const uintmax_t expected = static_cast<uintmax_t>(ppm.data) + static_cast<uintmax_t>(ppm.height) * ppm.width * 3;
         if (fs::file_size(file) < expected) {
           throw UsageError("INPUT: " + file.string() + " is cut short: " + std::to_string(fs::file_size(file)) +
                            " bytes, its header says " + std::to_string(expected));
@@ -394,16 +405,43 @@ std::unique_ptr<FrameSource> open_input(const std::string& input) {
 #endif
 }
 
-fs::path make_out(const std::string& out) {
+// The folders make_out made, deepest first: a run that stops before results.json is written
+// removes those still empty on its way out (as the Python CLI), unless keep() was called.
+class MadeFolders {
+ public:
+  MadeFolders() = default;
+  MadeFolders(const MadeFolders&) = delete;
+  MadeFolders& operator=(const MadeFolders&) = delete;
+  ~MadeFolders() {
+    if (kept_) return;
+    for (const fs::path& folder : made_) {
+      std::error_code error;
+      if (!fs::remove(folder, error)) break;  // NB: fails on a folder that is not empty: it and those above stay
+    }
+  }
+  void add(const fs::path& folder) { made_.push_back(folder); }
+  void keep() { kept_ = true; }
+
+ private:
+  std::vector<fs::path> made_;
+  bool kept_ = false;
+};
+
+void make_out(const std::string& out, MadeFolders& made) {
   std::error_code error;
   if (fs::exists(out, error) && !fs::is_directory(out, error)) {
     throw UsageError("--out: " + out + " is a file; give a folder");
+  }
+  // As Python's os.path.abspath: "out/" and "a/../out" name the folder out.
+  fs::path folder = fs::absolute(out, error).lexically_normal();
+  if (!folder.has_filename()) folder = folder.parent_path();
+  for (; !error && !fs::exists(folder, error); folder = folder.parent_path()) {
+    made.add(folder);
   }
   fs::create_directories(out, error);
   if (error) {
     throw UsageError("--out: cannot make " + out + ": " + error.message());
   }
-  return fs::path(out);
 }
 
 }  // namespace
@@ -412,6 +450,7 @@ int main(int argc, char** argv) {
   Args args;
   std::unique_ptr<visolo::Tracker> tracker;
   std::unique_ptr<FrameSource> source;
+  MadeFolders made;  // every return before results.json is written removes them (its destructor)
   try {
     args = parse(argc, argv);
   } catch (const UsageError& e) {
@@ -437,7 +476,7 @@ int main(int argc, char** argv) {
       throw UsageError(std::string("PACKAGE: ") + e.what());
     }
     source = open_input(args.input);
-    make_out(args.out);
+    make_out(args.out, made);
   } catch (const UsageError& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return 2;
@@ -486,6 +525,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  made.keep();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cerr << "visolo_segment: " << index << " frames, " << tracker->num_tracks() << " tracks, "
             << index / std::max(seconds, 1e-9) << " fps -> " << results.string() << std::endl;

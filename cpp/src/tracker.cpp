@@ -78,9 +78,12 @@ Tracker::Tracker(std::shared_ptr<Package> package, TrackerOptions options)
                                 std::to_string(options.max_lost_frames));
   }
   if (options.tracking_thr) {
-    if (!std::isfinite(*options.tracking_thr)) {
-      throw std::invalid_argument("Tracker: tracking_thr must be a finite number, got " +
-                                  std::to_string(*options.tracking_thr));
+    // One rule with VisoloConfig: the similarities it is compared to are sigmoids (NaN fails both tests).
+    if (!(*options.tracking_thr >= 0 && *options.tracking_thr <= 1)) {
+      std::ostringstream got;
+      got << *options.tracking_thr;
+      throw std::invalid_argument("Tracker: tracking_thr must be a number in [0, 1] (the similarities are sigmoids), got " +
+                                  got.str());
     }
     config_.tracking_thr = *options.tracking_thr;
   }

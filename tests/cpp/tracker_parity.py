@@ -10,8 +10,7 @@ and compares their results.json: the same tracks, category ids, scores within 1e
 frame's RLE equal (visolo_segment runs with the Python tracker's thread count: the same
 computation, rounded the same). Then the same with max_lost_frames=1 (tracks end and come back as new ones)
 and another output size; with frames of the input size (nothing resized); and the C++ COCO
-RLE encoder against pycocotools on awkward masks, byte for byte; and the refusals of a package
-of another format or without a setting, and of a frame cut short.
+RLE encoder against pycocotools on awkward masks, byte for byte; and the refusals (check_refusals).
 """
 
 import json
@@ -167,27 +166,41 @@ def without_setting(package: str, path: str, key: str) -> str:
 
 
 def check_refusals(segment: str, package: str, folder: str, tmp: str) -> None:
-    """A package of another format or without a setting, a frame cut short, a memory cap
-    above the package's: one line naming the argument, exit status 2, before any frame runs."""
+    """A package of another format or without a setting, a frame cut short, a frame whose
+    header's size overflows height * width * 3, a memory cap above the package's, a tracking
+    threshold out of range, a --timings file that cannot be written: one line naming the
+    argument, exit status 2, before any frame runs, and no --out folder left behind (the last
+    is refused after visolo_segment made it: it removes what it made)."""
     short = os.path.join(tmp, "short")
     shutil.copytree(folder, short)
     with open(os.path.join(short, "frame3.ppm"), "r+b") as f:
         f.truncate(100)
+    huge = os.path.join(tmp, "huge")
+    shutil.copytree(folder, huge)
+    with open(os.path.join(huge, "frame3.ppm"), "wb") as f:
+        f.write(b"P6\n4294967296 4294967296\n255\n" + bytes(100))
     cases = [
         (with_format(package, os.path.join(tmp, "format2.pt2"), "2"),
          folder, "error: PACKAGE: ", "metadata visolo_fast.format is '2', this tracker reads format 1"),
         (without_setting(package, os.path.join(tmp, "no-tracking-thr.pt2"), "visolo_fast.config.tracking_thr"),
          folder, "error: PACKAGE: ", "metadata visolo_fast.config.tracking_thr is missing"),
         (package, short, "error: INPUT: ", "frame3.ppm is cut short"),
+        (package, huge, "error: INPUT: ",
+         "frame3.ppm: its header says 4294967296 x 4294967296, and a PPM frame's sides must be at most 65536"),
         (package, folder, "error: Tracker: ", "max_memory_frames must be at least 3 and at most the package's 4, got 5",
          "--max-memory-frames", "5"),
+        (package, folder, "error: Tracker: ", "tracking_thr must be a number in [0, 1] (the similarities are sigmoids), "
+         "got -1", "--tracking-thr", "-1"),
+        (package, folder, "error: --timings: ", "cannot write", "--timings", os.path.join(tmp, "nowhere", "t.csv")),
     ]
+    refused = os.path.join(tmp, "refused")
     for pkg, frames, start, says, *options in cases:
-        done = subprocess.run([segment, pkg, frames, "--out", os.path.join(tmp, "refused"), *options],
+        done = subprocess.run([segment, pkg, frames, "--out", os.path.join(refused, "out", ""), *options],
                               capture_output=True, text=True)
         lines = done.stderr.splitlines()
         assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(start) and says in lines[0], \
             (done.returncode, done.stderr)
+        assert not os.path.exists(refused), f"{lines[0]}: {refused} left behind"
     print(f"ok: {len(cases)} refusals, one line each")
 
 

@@ -122,8 +122,17 @@ def test_package_refusals(capped, tmp_path, monkeypatch):
         vf.Engine.from_package(path, max_memory_frames=5)
     with pytest.raises(PackageError, match=r"unknown config fields \['tracking'\]"):
         vf.Engine.from_package(path, tracking=0.2)
+    # The C++ tracker's rule (tests/cpp/tracker_parity.py): the similarities are sigmoids.
+    for thr in (float("nan"), -1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^VisoloConfig: tracking_thr must be a number in \[0, 1\] \(the "
+                                             rf"similarities are sigmoids\), got {thr!r}$"):
+            vf.Engine.from_package(path, tracking_thr=thr)
+    assert vf.Engine.from_package(path, tracking_thr=1).config.tracking_thr == 1
     with pytest.raises(PackageError, match="no such package file"):
         vf.Engine.from_package(tmp_path / "missing.pt2")
+    (tmp_path / "folder.pt2").mkdir()
+    with pytest.raises(PackageError, match=r"/folder.pt2: a folder, not a package file; give the .pt2 file"):
+        vf.Engine.from_package(tmp_path / "folder.pt2")
     (tmp_path / "text.pt2").write_text("not a package")
     with pytest.raises(PackageError, match="text.pt2: not a loadable AOTInductor package"):
         vf.Engine.from_package(tmp_path / "text.pt2")

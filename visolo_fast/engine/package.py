@@ -153,8 +153,6 @@ def load(path: str, changes: dict):
     if not backends.extension_loaded():
         raise PackageError(f"{path}: a package calls visolo_fast's C++ ops, and the extension is not built: "
                            f"{backends.BUILD_HINT}")
-    if not os.path.isfile(path):
-        raise PackageError(f"{path}: no such package file (write one with `python -m visolo_fast export --out {path}`)")
     # NB: the format and the CPU first, from the package's metadata file, before its model loads
     # (a package of another format may call ops this version does not register).
     _file_metadata(path)
@@ -179,8 +177,27 @@ def built_config(path: str | os.PathLike) -> VisoloConfig:
     return _config(_file_metadata(os.fspath(path)))
 
 
+def check_file(path: str) -> None:
+    """Refuses what is plainly no package file (nothing, a folder, not a regular file, not
+    readable) before the loader reads it: its errors ("file open failed", "Shared model
+    directory is empty") name neither the file nor what is wrong with it."""
+    expected = "give the .pt2 file `python -m visolo_fast export` writes"
+    if not os.path.exists(path):
+        raise PackageError(f"{path}: no such package file (write one with `python -m visolo_fast export --out {path}`)")
+    if os.path.isdir(path):
+        raise PackageError(f"{path}: a folder, not a package file; {expected}")
+    if not os.path.isfile(path):
+        raise PackageError(f"{path}: not a regular file; {expected}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise PackageError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
 def _file_metadata(path: str) -> dict:
-    """The package's metadata file, checked (:func:`_check_metadata`)."""
+    """The package's metadata file, checked (:func:`check_file`, :func:`_check_metadata`)."""
+    check_file(path)
     try:
         metadata = torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(path, "model")
     except Exception as exc:  # noqa: BLE001  (the loader's errors name no file)

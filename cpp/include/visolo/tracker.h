@@ -7,7 +7,7 @@
 // (section 3), the association with the previous frame and the candidates (section 6), the
 // tracks' categories and the masks at the output size (section 7).
 //
-//   visolo::load_ops("libvisolo_fast_ops.so");  // or link it with -Wl,--no-as-needed
+//   visolo::load_ops("build-cmake/libvisolo_fast_ops.so");  // a path; or link it with -Wl,--no-as-needed
 //   visolo::Tracker tracker("visolo.pt2");
 //   for (const at::Tensor& frame : frames) {     // uint8 [H, W, 3] RGB, CPU
 //     visolo::FrameResult r = tracker.step(frame);
@@ -49,7 +49,8 @@ struct Config {
 
 // Loads the ops library (libvisolo_fast_ops) into the process: a package calls the
 // visolo_fast:: ops through the dispatcher, which must know them before the package loads.
-// Throws std::runtime_error with dlopen's reason.
+// Throws std::runtime_error with dlopen's reason. A path with a '/' is opened as it is; dlopen
+// looks a bare file name up in LD_LIBRARY_PATH and the system's folders, not the current one.
 void load_ops(const std::string& path);
 
 // Whether the visolo_fast:: ops are registered in this process.
@@ -116,7 +117,7 @@ struct TrackerOptions {
   // package's max_lost_frames), kUnbounded (the official rule) or N >= 1 (VisoloConfig).
   static constexpr int64_t kFromPackage = -1, kUnbounded = 0;
   int64_t max_lost_frames = kFromPackage;
-  // The association threshold; default: the package's tracking_thr.
+  // The association threshold, in [0, 1] (as VisoloConfig); default: the package's tracking_thr.
   std::optional<double> tracking_thr;
   // The memory's cap, N >= 3 and at most the package's cap (the package reads no longer
   // memory); default: the package's max_memory_frames. As engine/package.py allows.
