@@ -272,7 +272,7 @@ Package::~Package() = default;
 
 namespace {
 // float32 means IEEE float32 on a GPU too, as the Python engine runs its frames
-// (engine/engine.py ieee_float32): cuDNN's convolutions default to TF32 on Ampere and later.
+// (engine/precision.py ieee_float32): cuDNN's convolutions default to TF32 on Ampere and later.
 class IeeeFloat32 {
  public:
   explicit IeeeFloat32(bool on) : on_(on) {

@@ -10,6 +10,9 @@ on the device, their frames and tracks on the host. A frame multiplies its keys 
 of them in one product, and the matching (:func:`match_candidate_rows`) visits only the
 entries that hold a row above the threshold for an instance still without a track: the
 per-frame Python work depends on the matches, not on how many candidates have piled up.
+
+The C++ tracker mirrors these rules in cpp/src/association.cpp: a change here is made there
+too (tests/cpp/tracker_parity.py compares the two).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
 (the fast engine: its keys and values; the reference engine: its features) lives in
 buffers of ``capacity`` entries, grown by doubling, so that a read hands views of the
 stored entries instead of concatenating them every frame.
+
+The C++ tracker mirrors these rules in cpp/src/memory.cpp (the policy and the weight
+sources): a change here is made there too (tests/cpp/tracker_parity.py compares the two).
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ The package's interface (what :class:`PackageRunner` and the C++ tracker feed it
   :class:`~visolo_fast.config.VisoloConfig` field as JSON (``visolo_fast.config.<field>``),
   and the vector instructions a CPU package was compiled for beyond those inductor names
   (``visolo_fast.cpu_isa_extra``: AVX512_BF16).
+
+The C++ tracker mirrors these rules in cpp/src/package.cpp (visolo::Package: the metadata
+and ISA checks, the loader): a change here is made there too (tests/cpp/tracker_parity.py
+compares the two).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ of pass t (t - 1 -> t), the candidates (frames <= t - 1) and frame t's own outpu
 matrix of pass t + 1 only supplies the rows of frame t's instances for frame t + 1's
 matching; here they are computed when frame t + 1 is matched, from frame t's instances'
 query embeddings (kept) and frame t + 1's keys.
+
+The C++ tracker mirrors these rules in cpp/src/tracker.cpp (visolo::Tracker, over a
+package): a change here is made there too (tests/cpp/tracker_parity.py compares the two).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """YouTube-VIS json: the results format (spec section 7: one entry per track, COCO RLE per
-frame) and the datasets' videos and categories."""
+frame) and the datasets' videos and categories.
+
+The C++ tracker mirrors these rules in cpp/src/ytvis.cpp (COCO RLE and results.json): a
+change here is made there too (tests/cpp/tracker_parity.py compares the two).
+"""
 
 from __future__ import annotations
 
