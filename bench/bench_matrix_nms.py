@@ -21,19 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import append_rows, available, device_name, median_ms, print_table  # noqa: E402
 
 from visolo_fast.ops import mask_dedup, matrix_nms  # noqa: E402
+from visolo_fast.ops.mask_dedup import mask_dedup_official  # noqa: E402
 from visolo_fast.ops.matrix_nms import IMPLEMENTED  # noqa: E402
-
-
-def official_dedup_loop(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """The official IoU* removal: full-resolution float masks, pair by pair, a host sync each."""
-    m = masks.float()
-    for i in range(len(m) - 1):
-        if m[i].sum() == 0:
-            continue
-        for j in range(i + 1, len(m)):
-            if (m[i] * m[j]).sum() / m[j].sum() > threshold:
-                m[j] = 0
-    return m.flatten(1).sum(1) > 0
 
 
 def main() -> None:
@@ -56,7 +45,7 @@ def main() -> None:
                          "backend": b, "median_ms": nms[b], "ratio_to_reference": nms["reference"] / nms[b]})
         dedup = {b: median_ms(lambda b=b: mask_dedup(masks, backend=b), device, args.repeats) for b in names}
         if K <= 100:  # the official loop: K^2 / 2 full-resolution products
-            dedup["official loop"] = median_ms(lambda: official_dedup_loop(masks), device, repeats=1, warmup=0)
+            dedup["official loop"] = median_ms(lambda: mask_dedup_official(masks), device, repeats=1, warmup=0)
         for b, t in dedup.items():
             rows.append({"device": device_name(device), "op": "mask_dedup", "shape": shape, "dtype": "bool",
                          "backend": b, "median_ms": t, "ratio_to_reference": dedup["reference"] / t})

@@ -10,25 +10,13 @@ from tests.ops.test_mask_intersections import adversarial
 from tests.ops.test_matrix_nms import random_case
 from visolo_fast import backends
 from visolo_fast.ops import mask_dedup
-from visolo_fast.ops.mask_dedup import mask_dedup_from_intersections
-
-
-def official_loop(masks: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The official duplicate removal, pair by pair on float masks (zeroing the removed)."""
-    m = masks.float().clone()
-    for i in range(len(m) - 1):
-        if m[i].sum() == 0:
-            continue
-        for j in range(i + 1, len(m)):
-            if (m[i] * m[j]).sum() / m[j].sum() > threshold:
-                m[j] = 0
-    return m.flatten(1).sum(1) > 0
+from visolo_fast.ops.mask_dedup import mask_dedup_from_intersections, mask_dedup_official
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 @pytest.mark.parametrize("K", [0, 1, 2, 9, 40, 100])
 @pytest.mark.parametrize("threshold", [0.5, 0.2])
-def test_matches_the_official_loop(backend, device, K, threshold):
+def test_matches_the_mask_dedup_official(backend, device, K, threshold):
     require_backend(backend, device, "mask_dedup_keep")
     masks, _, _ = random_case(K, 1, seed=K)
     if K > 3:
@@ -36,21 +24,21 @@ def test_matches_the_official_loop(backend, device, K, threshold):
         masks[2] = masks[1]  # an identical pair
     keep = mask_dedup(masks.to(device), threshold, backend=backend).cpu()
     assert keep.dtype == torch.bool and keep.shape == (K,)
-    assert torch.equal(keep, official_loop(masks, threshold))
+    assert torch.equal(keep, mask_dedup_official(masks, threshold))
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 def test_adversarial_and_official_size(backend, device):
     require_backend(backend, device, "mask_dedup_keep")
     masks = adversarial(60)
-    assert torch.equal(mask_dedup(masks.to(device), backend=backend).cpu(), official_loop(masks, 0.5))
+    assert torch.equal(mask_dedup(masks.to(device), backend=backend).cpu(), mask_dedup_official(masks, 0.5))
     empty = torch.zeros((7, 5, 9), dtype=torch.bool)
     assert not mask_dedup(empty.to(device), backend=backend).any()
     if backend == "triton" and backends.triton_interpreted():
         return  # the official size is too slow for the interpreter's intersections
     g = torch.Generator().manual_seed(2)
     big = torch.nn.functional.interpolate(torch.rand((1, 100, 22, 39), generator=g), size=(352, 624))[0] > 0.75
-    assert torch.equal(mask_dedup(big.to(device), backend=backend).cpu(), official_loop(big, 0.5))
+    assert torch.equal(mask_dedup(big.to(device), backend=backend).cpu(), mask_dedup_official(big, 0.5))
 
 
 @settings(max_examples=20, deadline=None)
@@ -59,7 +47,7 @@ def test_property_random(K, threshold, backend):
     device = TRITON_DEVICE if backend == "triton" else "cpu"
     require_backend(backend, device, "mask_dedup_keep")
     masks, _, _ = random_case(K, 1, seed=K + 100)
-    assert torch.equal(mask_dedup(masks.to(device), threshold, backend=backend).cpu(), official_loop(masks, threshold))
+    assert torch.equal(mask_dedup(masks.to(device), threshold, backend=backend).cpu(), mask_dedup_official(masks, threshold))
 
 
 def test_opcheck_and_compile():
@@ -80,7 +68,7 @@ def test_opcheck_and_compile():
     torch.library.opcheck(torch.ops.visolo_fast.mask_dedup_keep_triton.default, (inter.to(TRITON_DEVICE), 0.5),
                           test_utils=checks if backends.triton_interpreted() else checks + ("test_aot_dispatch_dynamic",))
     # the op as registered, called by itself (not through mask_dedup's dispatch), keeps what the official loop keeps
-    assert torch.equal(mask_dedup_keep_triton(inter.to(TRITON_DEVICE), 0.5).cpu(), official_loop(masks, 0.5))
+    assert torch.equal(mask_dedup_keep_triton(inter.to(TRITON_DEVICE), 0.5).cpu(), mask_dedup_official(masks, 0.5))
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp", "triton"])

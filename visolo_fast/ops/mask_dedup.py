@@ -45,6 +45,19 @@ def mask_dedup_from_intersections_reference(inter: torch.Tensor, threshold: floa
     return torch.from_numpy(keep).to(inter.device)
 
 
+def mask_dedup_official(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """The official structure, kept as the oracle of the tests and the benchmarks' baseline:
+    float masks at full resolution, pair by pair, a removed mask zeroed, a host sync each."""
+    m = masks.float().clone()
+    for i in range(len(m) - 1):
+        if m[i].sum() == 0:
+            continue
+        for j in range(i + 1, len(m)):
+            if (m[i] * m[j]).sum() / m[j].sum() > threshold:
+                m[j] = 0
+    return m.flatten(1).sum(1) > 0
+
+
 def mask_dedup_reference(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Plain PyTorch for the intersections (the official float product), then the greedy pass."""
     return mask_dedup_from_intersections_reference(mask_intersections_reference(masks), threshold)
