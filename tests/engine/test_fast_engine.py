@@ -36,14 +36,30 @@ def frames():
     return sample_frames(12, H, W)
 
 
+@pytest.fixture(scope="module")
+def reference_videos(frames):
+    """The reference engine's video of each (seed, config) case, made once for both shapes."""
+    videos = {}
+
+    def video(seed, config):
+        key = (seed, tuple(sorted(config.items())))
+        if key not in videos:
+            videos[key] = video_of(lively_net(seed, **config), frames, backend="reference")
+        return videos[key]
+
+    return video
+
+
+@pytest.mark.parametrize("fixed_shapes", [False, True], ids=["variable-shapes", "fixed-shapes"])
 @pytest.mark.parametrize("seed,config", [(1, {}), (2, {}), (4, {}), (4, {"nms_kernel": "linear"}),
                                          (2, {"official_quirks": False}), (4, {"max_memory_frames": 3})], ids=str)
-def test_fast_engine_matches_the_reference_engine(seed, config, frames):
-    net = lively_net(seed, **config)
-    ref = video_of(net, frames, backend="reference")
-    fast = video_of(net, frames)  # backend="auto": the fast engine, the cpp ops
+def test_fast_engine_matches_the_reference_engine(seed, config, fixed_shapes, frames, reference_videos):
+    """The fast engine (backend="auto": the cpp ops) at variable shapes (the CPU's default)
+    and at fixed shapes (a GPU's: the whole frame at a memory capacity, instances at fixed
+    sizes) against the reference engine, on whole videos."""
+    ref = reference_videos(seed, config)
     assert len(ref) >= 1
-    assert_same_tracks(ref, fast)
+    assert_same_tracks(ref, video_of(lively_net(seed, **config), frames, fixed_shapes=fixed_shapes))
 
 
 def test_fast_engine_with_triton_ops(frames):

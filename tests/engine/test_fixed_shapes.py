@@ -1,6 +1,7 @@
 """The fast engine at fixed shapes (``fixed_shapes=True``, the default on a GPU): a frame's
 device work with one host synchronisation, traceable as one graph, with the results of
-the reference engine. Run on the CPU, counting what would synchronise on a GPU."""
+the reference engine (tests/engine/test_fast_engine.py runs its videos at both shapes). Run on
+the CPU, counting what would synchronise on a GPU."""
 
 import dataclasses
 
@@ -57,15 +58,6 @@ def test_fixed_extraction_equals_the_compact_one():
         assert int(fixed.count) == k >= 2
         for a, b in zip(fixed.take(k), compact.take(k)):
             assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("seed,config", [(1, {}), (4, {}), (2, {"official_quirks": False}),
-                                         (4, {"max_memory_frames": 3})], ids=str)
-def test_fixed_shapes_match_the_reference_engine(seed, config, frames):
-    net = lively_net(seed, **config)
-    ref = vf.segment_video(net, frames, backend="reference")
-    assert len(ref) >= 1
-    assert_same_tracks(ref, vf.segment_video(net, frames, fixed_shapes=True))
 
 
 def test_the_whole_frame_traces_as_one_graph(frames):
