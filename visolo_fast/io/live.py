@@ -184,6 +184,12 @@ class LiveSource(Source):
     restarted) is letterboxed into the first size: scaled to fit, its aspect kept, black bars
     around it; the change is said once to ``log`` and kept in :attr:`notes`. The outputs keep
     one size, and no frame is stretched.
+
+    ``opener(notes)`` opens the source (again, after a loss): a
+    :class:`~visolo_fast.io.captures.Capture`, which may add its conversions to ``notes``;
+    it raises :class:`~visolo_fast.io.captures.OpenError` where it cannot. The tries are
+    counted over reopens that give a frame and then nothing again, and start over once
+    frames have come for ``timeout`` seconds after a reopen.
     """
 
     live = True
