@@ -1,5 +1,6 @@
 """The C++ tracker (visolo_segment) against the Python tracker on the same package. Run by
-ctest (cpp_tracker_parity):
+ctest (cpp_tracker_parity), and by pytest where the CMake build is there
+(tests/test_cpp_tracker.py):
 
     python tests/cpp/tracker_parity.py path/to/visolo_segment path/to/test_rle
 
@@ -11,6 +12,8 @@ frame's RLE equal (visolo_segment runs with the Python tracker's thread count: t
 computation, rounded the same). Then the same with max_lost_frames=1 (tracks end and come back as new ones)
 and another output size; with frames of the input size (nothing resized); and the C++ COCO
 RLE encoder against pycocotools on awkward masks, byte for byte; and the refusals (check_refusals).
+Last, the official, unbounded memory on 64 frames whose tracks leave and come back, as it is,
+with max_lost_frames=5 and with the memory capped at 3 (check_official).
 """
 
 import json
@@ -226,7 +229,30 @@ def main(segment: str, test_rle: str) -> int:
         same = sample_frames(8, *SIZE)
         check_case(segment, package, write_frames(os.path.join(tmp, "frames-input-size"), same), same,
                    os.path.join(tmp, "out-input-size"), "frames of the input size")
+        check_official(segment, tmp)
     return 0
+
+
+def check_official(segment: str, tmp: str) -> None:
+    """The official, unbounded memory (the package exported without a cap) on a longer video
+    whose objects leave and come back (the sample played forward, back, forward, back: 64
+    frames, the memory grown to 15 entries), as it is and with tracks that end once away for
+    more than 5 frames (they come back as new ones), and with the memory capped at 3."""
+    start = time.monotonic()
+    package = export_package(lively_net(4), os.path.join(tmp, "official.pt2"))
+    print(f"exported {package} (the memory unbounded) in {time.monotonic() - start:.1f} s")
+    clip = sample_frames(FRAMES, H, W)
+    frames = (clip + clip[::-1]) * 2
+    folder = write_frames(os.path.join(tmp, "frames-long"), frames)
+    happened = check_case(segment, package, folder, frames, os.path.join(tmp, "out-official"),
+                          f"the official memory, {len(frames)} frames")
+    assert happened["returned"] >= 2, happened  # tracks away for frames and found again
+    happened = check_case(segment, package, folder, frames, os.path.join(tmp, "out-official-lost"),
+                          f"the official memory, {len(frames)} frames, max_lost_frames=5",
+                          ["--max-lost-frames", "5"], max_lost_frames=5)
+    assert happened["ended"] >= 1, happened
+    check_case(segment, package, folder, frames, os.path.join(tmp, "out-official-capped"),
+               f"{len(frames)} frames, max_memory_frames=3", ["--max-memory-frames", "3"], max_memory_frames=3)
 
 
 if __name__ == "__main__":
